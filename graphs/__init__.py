@@ -1,0 +1,1 @@
+"""Ready-made architectures, built only from serket's public API."""

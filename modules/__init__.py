@@ -1,0 +1,1 @@
+"""The module library: generative models that plug into a serket graph."""

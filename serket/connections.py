@@ -1,0 +1,389 @@
+"""Connections between modules, and the graph nodes that are not modules.
+
+The three kinds of Neuro-SERKET connection:
+
+* **head-to-tail** (:data:`HEAD_TO_TAIL`) — the upper module generates a variable that the lower
+  module explains its data with. Lower -> upper: a posterior or samples (VAE -> GMM: samples of
+  ``z``). Upper -> lower: a prior (GMM -> VAE: the item's cluster mean and variance). An edge
+  between two module ports; no node in between.
+* **tail-to-tail** (:class:`TailToTail`) — a common parent: one category generates the variables
+  of several modules. A combiner node receives each module's posterior over the category,
+  aligns their label permutations by optimal assignment, and sends each module the product of
+  the others' posteriors as its prior.
+* **head-to-head** (:class:`HeadToHead`) — a common child generated jointly by two parents.
+  Realised by sampling-importance-resampling (the proposer sends N-best hypotheses, the
+  weighter sends per-item probabilities over words; one hypothesis per item is resampled and
+  sent back to the proposer) or, for Gaussian messages, by a product of experts.
+
+Observations (:class:`Observation`) are data nodes: they publish their tensor on one port.
+Labels are never part of an observation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from .errors import GraphError, MessageError
+from .messages import Categorical, Gaussian, Message, NBest, Samples
+from .module import Port, resolve_device
+
+__all__ = [
+    "HEAD_TO_TAIL",
+    "TAIL_TO_TAIL",
+    "HEAD_TO_HEAD",
+    "DATA",
+    "CONNECTION_KINDS",
+    "Node",
+    "Observation",
+    "TailToTail",
+    "HeadToHead",
+    "align_permutation",
+    "product_of_gaussians",
+    "sir_resample",
+]
+
+HEAD_TO_TAIL = "head_to_tail"
+TAIL_TO_TAIL = "tail_to_tail"
+HEAD_TO_HEAD = "head_to_head"
+DATA = "data"
+CONNECTION_KINDS = (HEAD_TO_TAIL, TAIL_TO_TAIL, HEAD_TO_HEAD, DATA)
+
+
+class Node:
+    """What the graph needs of a non-module node: ports, receive, update, publish, state."""
+
+    def __init__(self, name: str, device="cpu"):
+        if not isinstance(name, str) or not name:
+            raise ValueError("a node needs a non-empty name")
+        self.name = name
+        self.inbox: dict[str, Message] = {}
+        self._device = resolve_device(device)
+
+    @property
+    def device(self):
+        return self._device
+
+    def ports(self) -> dict[str, Port]:
+        raise NotImplementedError
+
+    def port(self, name: str) -> Port:
+        ports = self.ports()
+        if name not in ports:
+            raise GraphError(f"node {self.name!r} has no port {name!r}; its ports are {sorted(ports)}")
+        return ports[name]
+
+    def receive(self, port: str, message: Message) -> None:
+        spec = self.port(port)
+        if message.kind not in spec.accepts:
+            raise MessageError(f"node {self.name!r} port {port!r} does not accept {message.kind!r}")
+        self.inbox[port] = message.to(self._device)
+
+    def update(self) -> None:
+        pass
+
+    def publish(self) -> dict[str, Message]:
+        return {}
+
+    def predict(self):
+        return None
+
+    def to(self, device):
+        self._device = resolve_device(device)
+        self.inbox = {k: m.to(self._device) for k, m in self.inbox.items()}
+        return self
+
+    def state_dict(self) -> dict:
+        return {"inbox": {k: m.state() for k, m in self.inbox.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inbox = {k: Message.from_state(v).to(self._device) for k, v in state["inbox"].items()}
+
+    def describe(self) -> str:
+        lines = [f"{self.name}: {type(self).__name__}"]
+        lines += [f"  port {p}" for p in self.ports().values()]
+        return "\n".join(lines)
+
+
+class Observation(Node):
+    """A data source: publishes a fixed (N, D) tensor as ``Samples`` on port ``"out"``.
+
+    Args:
+        name: node name.
+        data: (N, ...) tensor; trailing dimensions are flattened.
+    """
+
+    def __init__(self, name: str, data: torch.Tensor, device="cpu"):
+        super().__init__(name, device)
+        if not isinstance(data, torch.Tensor):
+            data = torch.as_tensor(np.asarray(data))
+        if data.ndim < 1 or data.shape[0] == 0:
+            raise GraphError(f"observation {name!r} is empty (shape {tuple(data.shape)})")
+        data = data.reshape(data.shape[0], -1)
+        if not data.is_floating_point():
+            data = data.float()
+        self.data = Samples(data).to(self._device)  # Samples checks finiteness and names the index
+
+    def ports(self):
+        return {"out": Port("out", sends=("samples",), size=self.data.size, doc="observed data")}
+
+    def publish(self):
+        return {"out": self.data}
+
+    def to(self, device):
+        super().to(device)
+        self.data = self.data.to(self._device)
+        return self
+
+    def state_dict(self):
+        return {}  # the data are given again by whoever builds the graph
+
+    def load_state_dict(self, state):
+        pass
+
+    @property
+    def n_items(self) -> int:
+        return self.data.n_items
+
+
+def align_permutation(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """The permutation of ``other``'s categories that best matches ``reference``.
+
+    Both are (N, K) posteriors over the same items. Returns ``perm`` (K,) such that
+    ``other[:, perm]`` is aligned with ``reference``: category ``j`` of the reference
+    corresponds to category ``perm[j]`` of ``other``. Optimal assignment (Hungarian) on the
+    expected co-occurrence matrix ``reference.T @ other``, not a greedy swap.
+    """
+    if reference.shape != other.shape:
+        raise MessageError(
+            f"cannot align posteriors of shapes {tuple(reference.shape)} and {tuple(other.shape)}"
+        )
+    overlap = (reference.T.double() @ other.double()).cpu().numpy()
+    rows, cols = linear_sum_assignment(-overlap)
+    perm = np.empty(reference.shape[1], dtype=np.int64)
+    perm[rows] = cols
+    return torch.as_tensor(perm, device=reference.device)
+
+
+class TailToTail(Node):
+    """A combiner for a category shared by several modules (a common parent).
+
+    Each connected module sends its posterior P(c | its data) on a port named after it. The
+    combiner aligns every posterior to the first module's labels (Hungarian), and sends each
+    module, in its own label order, the normalised product of the *other* modules' posteriors,
+    smoothed towards uniform so that no category is ever ruled out:
+    ``prior = (1 - smoothing) * product + smoothing / K``.
+
+    Args:
+        name: node name (the shared variable, e.g. ``"category"``).
+        n_categories: K.
+        smoothing: weight of the uniform distribution mixed into each prior.
+        temperature: exponent applied to each incoming posterior before the product (1 = plain
+            product; < 1 softens over-confident modules).
+    """
+
+    def __init__(self, name: str, n_categories: int, *, smoothing: float = 0.01,
+                 temperature: float = 1.0, device="cpu"):
+        super().__init__(name, device)
+        if n_categories < 1:
+            raise GraphError(f"combiner {name!r}: n_categories must be positive")
+        if not 0.0 <= smoothing < 1.0:
+            raise GraphError(f"combiner {name!r}: smoothing must be in [0, 1)")
+        self.n_categories = int(n_categories)
+        self.smoothing = float(smoothing)
+        self.temperature = float(temperature)
+        self.members: list[str] = []  # filled by the graph, one per connected module
+        self.permutations: dict[str, torch.Tensor] = {}
+        self.priors: dict[str, Categorical] = {}
+
+    def add_member(self, module_name: str) -> None:
+        if module_name in self.members:
+            raise GraphError(f"combiner {self.name!r} is already connected to {module_name!r}")
+        self.members.append(module_name)
+
+    def ports(self):
+        return {
+            m: Port(m, sends=("categorical",), accepts=("categorical",), size=self.n_categories,
+                    doc=f"posterior from / prior to {m}")
+            for m in self.members
+        }
+
+    def update(self):
+        present = [m for m in self.members if m in self.inbox]
+        self.priors = {}
+        if len(present) < 2:
+            return  # nothing to combine yet
+        reference = self.inbox[present[0]].probs
+        n = reference.shape[0]
+        aligned = {}
+        for m in present:
+            probs = self.inbox[m].probs
+            if probs.shape[0] != n:
+                raise MessageError(
+                    f"combiner {self.name!r}: {m!r} sent {probs.shape[0]} items, "
+                    f"{present[0]!r} sent {n}"
+                )
+            perm = align_permutation(reference, probs)
+            self.permutations[m] = perm
+            aligned[m] = probs[:, perm]
+        logs = {m: torch.log(p.clamp_min(1e-30)) * self.temperature for m, p in aligned.items()}
+        total = sum(logs.values())
+        uniform = 1.0 / self.n_categories
+        for m in present:
+            product = torch.softmax(total - logs[m], dim=1)
+            prior_aligned = (1 - self.smoothing) * product + self.smoothing * uniform
+            # back to the member's own label order: its category perm[j] is reference's j
+            prior = torch.empty_like(prior_aligned)
+            prior[:, self.permutations[m]] = prior_aligned
+            self.priors[m] = Categorical(prior / prior.sum(dim=1, keepdim=True))
+
+    def publish(self):
+        return dict(self.priors)
+
+    def consensus(self) -> torch.Tensor | None:
+        """The product of all aligned posteriors, in the first member's label order."""
+        present = [m for m in self.members if m in self.inbox]
+        if not present:
+            return None
+        reference = self.inbox[present[0]].probs
+        total = 0
+        for m in present:
+            probs = self.inbox[m].probs
+            total = total + torch.log(probs[:, align_permutation(reference, probs)].clamp_min(1e-30))
+        return torch.softmax(total, dim=1)
+
+    def predict(self):
+        joint = self.consensus()
+        return None if joint is None else joint.argmax(dim=1)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["priors"] = {k: m.state() for k, m in self.priors.items()}
+        state["permutations"] = {k: v.cpu() for k, v in self.permutations.items()}
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.priors = {k: Message.from_state(v).to(self._device) for k, v in state["priors"].items()}
+        self.permutations = {k: v.to(self._device) for k, v in state["permutations"].items()}
+
+    def to(self, device):
+        super().to(device)
+        self.priors = {k: m.to(self._device) for k, m in self.priors.items()}
+        self.permutations = {k: v.to(self._device) for k, v in self.permutations.items()}
+        return self
+
+
+def product_of_gaussians(means, variances, prior_mean=None, prior_var=None):
+    """The product of diagonal Gaussian experts, renormalised: returns (mean, var).
+
+    ``means`` and ``variances`` are sequences of (N, D) tensors; an optional prior expert is
+    included. Precisions add; the mean is the precision-weighted average.
+    """
+    means, variances = list(means), list(variances)
+    if prior_mean is not None:
+        means.append(prior_mean.expand_as(means[0]))
+        variances.append(prior_var.expand_as(variances[0]))
+    if not means:
+        raise MessageError("a product of experts needs at least one expert")
+    precisions = [1.0 / v for v in variances]
+    precision = sum(precisions)
+    mean = sum(p * m for p, m in zip(precisions, means)) / precision
+    return mean, 1.0 / precision
+
+
+def sir_resample(log_scores: torch.Tensor, log_weights: torch.Tensor, generator=None) -> torch.Tensor:
+    """Sampling-importance-resampling: one index per item.
+
+    ``log_scores`` (N, B) are the proposer's scores of its hypotheses (unused in the weights:
+    the proposal already drew them), ``log_weights`` (N, B) the weighter's log probabilities of
+    each hypothesis; invalid hypotheses carry ``-inf``. Returns (N,) indices drawn with
+    probability proportional to ``exp(log_weights)`` per row.
+    """
+    if log_weights.shape != log_scores.shape:
+        raise MessageError("sir_resample: scores and weights differ in shape")
+    weights = torch.softmax(log_weights, dim=1)
+    if not bool(torch.isfinite(weights).all()):
+        raise MessageError("sir_resample: an item has no hypothesis with a finite weight")
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
+
+class HeadToHead(Node):
+    """A common child generated jointly by two parents.
+
+    Two modes, chosen by the kinds the parents send:
+
+    * ``nbest`` + ``categorical``: the *proposer* sends N-best word sequences; the *weighter*
+      sends per-item word probabilities P(w | d) (N, V). Each hypothesis is weighted by the
+      product of its words' probabilities, one is resampled per item (SIR), and the proposer
+      receives the chosen hypotheses as an ``nbest`` message with B = 1.
+    * ``gaussian`` + ``gaussian``: each parent receives the product of the other's Gaussian
+      with its own (a product of experts).
+
+    Ports: ``"proposer"`` and ``"weighter"``.
+    """
+
+    def __init__(self, name: str, *, seed: int = 0, device="cpu"):
+        super().__init__(name, device)
+        self.generator = torch.Generator(device=self._device)
+        self.generator.manual_seed(int(seed))
+        self.outgoing: dict[str, Message] = {}
+        self.chosen: torch.Tensor | None = None
+
+    def ports(self):
+        return {
+            "proposer": Port("proposer", sends=("nbest", "gaussian"), accepts=("nbest", "gaussian"),
+                             doc="N-best hypotheses (or a Gaussian expert) from the proposing parent"),
+            "weighter": Port("weighter", sends=("gaussian",), accepts=("categorical", "gaussian"),
+                             doc="word probabilities (or a Gaussian expert) from the weighting parent"),
+        }
+
+    def update(self):
+        self.outgoing = {}
+        prop, weigh = self.inbox.get("proposer"), self.inbox.get("weighter")
+        if prop is None or weigh is None:
+            return
+        if prop.n_items != weigh.n_items:
+            raise MessageError(
+                f"head-to-head {self.name!r}: proposer sent {prop.n_items} items, weighter {weigh.n_items}"
+            )
+        if isinstance(prop, NBest) and isinstance(weigh, Categorical):
+            hyps = prop.hypotheses
+            valid = hyps >= 0
+            if bool((hyps >= weigh.size).any()):
+                raise MessageError(
+                    f"head-to-head {self.name!r}: a hypothesis uses word id {int(hyps.max())} but "
+                    f"the weighter's vocabulary has {weigh.size} words"
+                )
+            logp = torch.log(weigh.probs.clamp_min(1e-30))
+            word_logp = torch.gather(logp, 1, hyps.clamp_min(0).flatten(1)).view_as(hyps)
+            log_w = (word_logp * valid).sum(dim=2)
+            log_w = log_w.masked_fill(~valid.any(dim=2), float("-inf"))
+            self.chosen = sir_resample(prop.log_scores, log_w, self.generator)
+            rows = torch.arange(hyps.shape[0], device=hyps.device)
+            self.outgoing["proposer"] = NBest(
+                hyps[rows, self.chosen].unsqueeze(1), log_w[rows, self.chosen].unsqueeze(1)
+            )
+        elif isinstance(prop, Gaussian) and isinstance(weigh, Gaussian):
+            self.outgoing["proposer"] = weigh
+            self.outgoing["weighter"] = prop
+        else:
+            raise MessageError(
+                f"head-to-head {self.name!r}: cannot combine {prop.kind!r} with {weigh.kind!r} "
+                f"(expected nbest + categorical, or gaussian + gaussian)"
+            )
+
+    def publish(self):
+        return dict(self.outgoing)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["generator"] = self.generator.get_state()
+        state["outgoing"] = {k: m.state() for k, m in self.outgoing.items()}
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.generator.set_state(state["generator"])
+        self.outgoing = {k: Message.from_state(v).to(self._device) for k, v in state["outgoing"].items()}

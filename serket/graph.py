@@ -1,0 +1,337 @@
+"""The graph: modules, observations and combiners on a networkx directed graph.
+
+Edges point in the *generative* direction (parent -> child): an upper module points to the
+lower module it generates a variable for, a module points to the observation it explains, a
+tail-to-tail combiner points to each module that shares its category, and the two parents of a
+head-to-head connection point to its child node. Each edge carries the last message sent in
+each direction: ``down`` (parent -> child) and ``up`` (child -> parent).
+
+The graph validates itself before any learning, derives an update schedule (children before
+parents, so that data flow upward first), prints a summary, and draws itself as PNG or DOT.
+
+Example::
+
+    g = Graph(seed=0)
+    g.add(Observation("images", x))
+    g.add(VAE("vae"))
+    g.add(GMM("gmm"))
+    g.observe("images", "vae.x")
+    g.head_to_tail(upper="gmm.x", lower="vae.z")
+    g.validate()
+    print(g.summary())
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import torch
+
+from .connections import (
+    DATA,
+    HEAD_TO_HEAD,
+    HEAD_TO_TAIL,
+    TAIL_TO_TAIL,
+    HeadToHead,
+    Node,
+    Observation,
+    TailToTail,
+)
+from .errors import GraphError, MessageError, PortError
+from .messages import Message
+from .module import Module, resolve_device
+
+__all__ = ["Graph"]
+
+
+def _split(endpoint: str) -> tuple[str, str]:
+    if not isinstance(endpoint, str) or endpoint.count(".") != 1:
+        raise GraphError(f"endpoint {endpoint!r} must be written 'node.port'")
+    node, port = endpoint.split(".")
+    return node, port
+
+
+class Graph:
+    """A composite of modules that learn by exchanging messages.
+
+    Args:
+        seed: seeds the global generators at the start of training (modules draw from their
+            own streams, set by their own ``seed``); ``None`` leaves them alone.
+        device: where modules and messages live (``"cpu"``, ``"cuda"``, ``"auto"``).
+    """
+
+    def __init__(self, *, seed: int | None = 0, device="cpu"):
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.nx = nx.DiGraph()
+
+    # --- building ---------------------------------------------------------------------------
+    def add(self, node):
+        """Add a module, observation or combiner; returns it."""
+        if not isinstance(node, (Module, Node)):
+            raise GraphError(f"cannot add {type(node).__name__}: not a serket Module or Node")
+        if node.name in self.nx:
+            raise GraphError(f"the graph already has a node named {node.name!r}")
+        node.to(self.device)
+        role = "module" if isinstance(node, Module) else type(node).__name__.lower()
+        self.nx.add_node(node.name, obj=node, role=role)
+        return node
+
+    def node(self, name: str):
+        if name not in self.nx:
+            raise GraphError(f"the graph has no node {name!r}; it has {sorted(self.nx.nodes)}")
+        return self.nx.nodes[name]["obj"]
+
+    @property
+    def modules(self) -> dict[str, Module]:
+        return {n: d["obj"] for n, d in self.nx.nodes(data=True) if d["role"] == "module"}
+
+    @property
+    def nodes(self) -> dict[str, object]:
+        return {n: d["obj"] for n, d in self.nx.nodes(data=True)}
+
+    def _endpoint(self, endpoint: str) -> tuple[str, str]:
+        name, port = _split(endpoint)
+        node = self.node(name)
+        try:
+            node.port(port)
+        except (PortError, GraphError) as err:
+            raise GraphError(str(err)) from None
+        return name, port
+
+    def _add_edge(self, parent, parent_port, child, child_port, kind, **attrs):
+        if self.nx.has_edge(parent, child):
+            raise GraphError(f"{parent!r} and {child!r} are already connected")
+        self.nx.add_edge(parent, child, kind=kind, parent_port=parent_port, child_port=child_port,
+                         down=None, up=None, **attrs)
+
+    def observe(self, observation: str, endpoint: str) -> None:
+        """Feed an observation node's data to a module's data port (``"vae.x"``)."""
+        obs = self.node(observation)
+        if not isinstance(obs, Observation):
+            raise GraphError(f"{observation!r} is not an Observation node")
+        module, port = self._endpoint(endpoint)
+        self._add_edge(module, port, observation, "out", DATA)
+
+    def head_to_tail(self, *, upper: str, lower: str, feedback: bool = True) -> None:
+        """Connect an upper module's port to the lower module's port that it generates.
+
+        ``feedback=False`` keeps the connection one-way (lower -> upper only): the "separate"
+        baseline in which the upper module's prior never reaches the lower one.
+        """
+        u, up = self._endpoint(upper)
+        l, lp = self._endpoint(lower)
+        if u == l:
+            raise GraphError(f"head-to-tail: {u!r} cannot be connected to itself")
+        self._add_edge(u, up, l, lp, HEAD_TO_TAIL, feedback=bool(feedback))
+
+    def tail_to_tail(self, name: str, endpoints: list[str], *, smoothing: float = 0.01,
+                     temperature: float = 1.0, feedback: bool = True) -> TailToTail:
+        """A shared category: adds a combiner node ``name`` and connects each module port to it."""
+        if len(endpoints) < 2:
+            raise GraphError(f"tail-to-tail {name!r} needs at least two modules, got {endpoints}")
+        resolved = [self._endpoint(e) for e in endpoints]
+        sizes = {(n, p): self.node(n).port(p).size for n, p in resolved}
+        known = {s for s in sizes.values() if s is not None}
+        if len(known) > 1:
+            raise GraphError(f"tail-to-tail {name!r}: the category sizes differ: {sizes}")
+        combiner = TailToTail(name, known.pop() if known else 1, smoothing=smoothing,
+                              temperature=temperature)
+        self.add(combiner)
+        for n, p in resolved:
+            combiner.add_member(n)
+            self._add_edge(name, n, n, p, TAIL_TO_TAIL, feedback=bool(feedback))
+        return combiner
+
+    def head_to_head(self, name: str, *, proposer: str, weighter: str, seed: int | None = None) -> HeadToHead:
+        """A common child of two parents: adds a node ``name`` realising SIR or a product of experts."""
+        child = HeadToHead(name, seed=self.seed if seed is None else seed)
+        pn, pp = self._endpoint(proposer)
+        wn, wp = self._endpoint(weighter)
+        self.add(child)
+        self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, feedback=True)
+        self._add_edge(wn, wp, name, "weighter", HEAD_TO_HEAD, feedback=True)
+        return child
+
+    # --- checking ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`GraphError` naming the nodes of the first problem found."""
+        if not self.modules:
+            raise GraphError("the graph has no modules")
+        try:
+            cycle = nx.find_cycle(self.nx)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            path = " -> ".join([cycle[0][0]] + [v for _, v in cycle])
+            raise GraphError(
+                f"cycle not mediated by a combiner: {path}. Share the variable through a "
+                f"tail-to-tail combiner or a head-to-head node instead."
+            )
+        for parent, child, e in self.nx.edges(data=True):
+            self._validate_edge(parent, child, e)
+        for name, module in self.modules.items():
+            if self.nx.degree(name) == 0:
+                raise GraphError(f"module {name!r} is not connected to anything")
+
+    def _validate_edge(self, parent, child, e):
+        pnode, cnode = self.node(parent), self.node(child)
+        pport, cport = pnode.port(e["parent_port"]), cnode.port(e["child_port"])
+        where = f"{e['kind']} {parent}.{pport.name} -> {child}.{cport.name}"
+        if e["kind"] == DATA:
+            if not set(pport.accepts) & set(cport.sends):
+                raise GraphError(f"{where}: {parent}.{pport.name} accepts {list(pport.accepts)}, "
+                                 f"the observation sends {list(cport.sends)}")
+        else:
+            if not set(cport.sends) & set(pport.accepts):
+                raise GraphError(f"{where}: {child}.{cport.name} sends {list(cport.sends)} but "
+                                 f"{parent}.{pport.name} accepts {list(pport.accepts)}")
+            if e.get("feedback", True) and not set(pport.sends) & set(cport.accepts):
+                raise GraphError(f"{where}: {parent}.{pport.name} sends {list(pport.sends)} but "
+                                 f"{child}.{cport.name} accepts {list(cport.accepts)}")
+        if pport.size is not None and cport.size is not None and e["kind"] != HEAD_TO_HEAD:
+            if pport.size != cport.size:
+                raise GraphError(f"{where}: sizes do not fit ({pport.size} vs {cport.size})")
+
+    # --- scheduling -------------------------------------------------------------------------
+    def schedule(self) -> list[str]:
+        """Children before parents (data flow upward first); ties broken by insertion order."""
+        order = {n: i for i, n in enumerate(self.nx.nodes)}
+        topo = list(nx.lexicographical_topological_sort(self.nx, key=lambda n: -order[n]))
+        return list(reversed(topo))
+
+    def check_schedule(self, schedule) -> list[str]:
+        schedule = list(schedule)
+        unknown = [n for n in schedule if n not in self.nx]
+        if unknown:
+            raise GraphError(f"the schedule names unknown nodes {unknown}; the graph has {sorted(self.nx.nodes)}")
+        missing = [n for n in self.modules if n not in schedule]
+        if missing:
+            raise GraphError(f"the schedule never updates modules {missing}")
+        return schedule
+
+    # --- running one node -------------------------------------------------------------------
+    def step(self, name: str) -> None:
+        """Deliver a node's latest incoming messages, let it learn, and store what it publishes."""
+        node = self.node(name)
+        for parent, _, e in self.nx.in_edges(name, data=True):
+            if e["down"] is not None and e.get("feedback", True):
+                self._deliver(node, e["child_port"], e["down"], parent)
+        for _, child, e in self.nx.out_edges(name, data=True):
+            if e["up"] is not None:
+                self._deliver(node, e["parent_port"], e["up"], child)
+        node.update()
+        outgoing = node.publish()
+        for _, child, e in self.nx.out_edges(name, data=True):
+            if e["parent_port"] in outgoing:
+                e["down"] = outgoing[e["parent_port"]]
+        for parent, _, e in self.nx.in_edges(name, data=True):
+            if e["child_port"] in outgoing:
+                e["up"] = outgoing[e["child_port"]]
+
+    def _deliver(self, node, port, message: Message, sender: str) -> None:
+        try:
+            node.receive(port, message)
+        except (MessageError, PortError) as err:
+            raise type(err)(f"message from {sender!r} to {node.name}.{port}: {err}") from None
+
+    def messages(self) -> dict[tuple[str, str], dict[str, Message | None]]:
+        """The last message in each direction on every edge."""
+        return {(p, c): {"down": e["down"], "up": e["up"]} for p, c, e in self.nx.edges(data=True)}
+
+    # --- state ------------------------------------------------------------------------------
+    def fingerprint(self) -> list:
+        """Node names, types and edges: what a checkpoint must match to be loaded here."""
+        nodes = [(n, type(d["obj"]).__name__) for n, d in self.nx.nodes(data=True)]
+        edges = [(p, c, e["kind"], e["parent_port"], e["child_port"]) for p, c, e in self.nx.edges(data=True)]
+        return [sorted(nodes), sorted(edges)]
+
+    def state_dict(self) -> dict:
+        return {
+            "fingerprint": self.fingerprint(),
+            "nodes": {n: d["obj"].state_dict() for n, d in self.nx.nodes(data=True)},
+            "edges": {
+                f"{p}->{c}": {k: (None if e[k] is None else e[k].state()) for k in ("down", "up")}
+                for p, c, e in self.nx.edges(data=True)
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from .errors import CheckpointError
+
+        if state.get("fingerprint") != self.fingerprint():
+            raise CheckpointError(
+                "the checkpoint was written by a different graph (nodes, ports or connections differ)"
+            )
+        for name, node_state in state["nodes"].items():
+            self.node(name).load_state_dict(node_state)
+        for p, c, e in self.nx.edges(data=True):
+            saved = state["edges"][f"{p}->{c}"]
+            for k in ("down", "up"):
+                e[k] = None if saved[k] is None else Message.from_state(saved[k]).to(self.device)
+
+    def to(self, device) -> "Graph":
+        self.device = resolve_device(device)
+        for obj in self.nodes.values():
+            obj.to(self.device)
+        for _, _, e in self.nx.edges(data=True):
+            for k in ("down", "up"):
+                if e[k] is not None:
+                    e[k] = e[k].to(self.device)
+        return self
+
+    # --- showing ----------------------------------------------------------------------------
+    def summary(self) -> str:
+        lines = [f"Graph: {len(self.modules)} modules, {self.nx.number_of_nodes()} nodes, "
+                 f"{self.nx.number_of_edges()} connections, device {self.device}"]
+        for name, d in self.nx.nodes(data=True):
+            lines.append(d["obj"].describe())
+        lines.append("connections (parent -> child):")
+        for p, c, e in self.nx.edges(data=True):
+            flag = "" if e.get("feedback", True) else "  [no message back to the child]"
+            lines.append(f"  {e['kind']:<12} {p}.{e['parent_port']} -> {c}.{e['child_port']}{flag}")
+        lines.append("schedule: " + ", ".join(self.schedule()))
+        return "\n".join(lines)
+
+    def to_dot(self) -> str:
+        shapes = {"module": "box", "observation": "ellipse", "tailtotail": "diamond", "headtohead": "diamond"}
+        out = ["digraph serket {", "  rankdir=BT;"]
+        for n, d in self.nx.nodes(data=True):
+            label = f"{n}\\n({type(d['obj']).__name__})"
+            out.append(f'  "{n}" [shape={shapes.get(d["role"], "box")}, label="{label}"];')
+        for p, c, e in self.nx.edges(data=True):
+            style = "solid" if e.get("feedback", True) else "dashed"
+            out.append(f'  "{p}" -> "{c}" [label="{e["kind"]}\\n{e["parent_port"]}:{e["child_port"]}", style={style}];')
+        out.append("}")
+        return "\n".join(out)
+
+    def draw(self, path) -> None:
+        """Draw the graph to ``path``: ``.dot`` writes Graphviz text, anything else a PNG."""
+        path = str(path)
+        if path.endswith(".dot"):
+            with open(path, "w") as fh:
+                fh.write(self.to_dot() + "\n")
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        # observations at the bottom, parents above their children
+        depth = {}
+        for n in reversed(list(nx.topological_sort(self.nx))):
+            children = list(self.nx.successors(n))
+            depth[n] = 0 if not children else 1 + max(depth[c] for c in children)
+        for n in self.nx.nodes:
+            self.nx.nodes[n]["layer"] = depth[n]
+        pos = nx.multipartite_layout(self.nx, subset_key="layer", align="horizontal")
+        colours = {"module": "#8ecae6", "observation": "#ffb703", "tailtotail": "#fb8500", "headtohead": "#e76f51"}
+        fig, ax = plt.subplots(figsize=(7, 5))
+        nx.draw_networkx(self.nx, pos, ax=ax, node_size=2400, font_size=9,
+                         node_color=[colours.get(d["role"], "#cccccc") for _, d in self.nx.nodes(data=True)],
+                         arrowsize=15)
+        nx.draw_networkx_edge_labels(self.nx, pos, ax=ax, font_size=7,
+                                     edge_labels={(p, c): e["kind"] for p, c, e in self.nx.edges(data=True)})
+        ax.set_axis_off()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)

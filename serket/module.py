@@ -1,0 +1,211 @@
+"""The module protocol: one generative model that talks to the rest only through its ports.
+
+A module
+
+* declares its ports (:class:`Port`): the variables it shares, and the message kinds it sends
+  and accepts on each;
+* receives messages on those ports (:meth:`Module.receive`) — its data, or priors and
+  posteriors from the modules it is connected to;
+* learns in :meth:`Module.update` given what it last received;
+* publishes one message per port in :meth:`Module.publish`.
+
+A module never imports another module. It works alone on plain tensors through
+:meth:`Module.fit`, so it can be tested and used without a graph.
+
+Modules are ``torch.nn.Module`` subclasses: ``to(device)`` moves them, ``state_dict()`` saves
+their parameters, buffers and (through ``get_extra_state``) everything else they learned,
+including their random generator, so that a run resumed from a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from .errors import MessageError, PortError
+from .messages import Message, Samples
+
+__all__ = ["Port", "Module", "resolve_device", "derive_seed"]
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named variable a module shares.
+
+    Args:
+        name: the variable's name in the field's words (``"z"``, ``"c"``, ``"x"``).
+        sends: message kinds the module publishes on this port.
+        accepts: message kinds the module takes on this port.
+        size: the width of the payload (latent dimension, number of categories, vocabulary),
+            or ``None`` when any width is fine.
+        doc: one line on what the port carries.
+    """
+
+    name: str
+    sends: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
+    size: int | None = None
+    doc: str = ""
+
+    def __str__(self):
+        sends = "/".join(self.sends) or "-"
+        accepts = "/".join(self.accepts) or "-"
+        size = "" if self.size is None else f"[{self.size}]"
+        return f"{self.name}{size} (sends {sends}; accepts {accepts})"
+
+
+def resolve_device(device) -> torch.device:
+    """``"auto"`` picks CUDA when present; anything else is passed to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but CUDA is not available here")
+    return device
+
+
+def derive_seed(seed: int, name: str) -> int:
+    # Each module draws from its own stream, derived from the graph seed and its name, so that
+    # adding a module to a graph does not change the random numbers the others see.
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
+
+
+class Module(torch.nn.Module):
+    """Base class of every neuro-serket module.
+
+    Subclasses set their configuration in ``__init__``, declare :meth:`ports`, and fill in
+    :meth:`update` and :meth:`publish`; they may override :meth:`predict` (a category per item,
+    for metrics) and :meth:`_check_input` (clear errors on bad data).
+    """
+
+    def __init__(self, name: str, *, seed: int = 0, device="cpu"):
+        super().__init__()
+        if not isinstance(name, str) or not name:
+            raise ValueError("a module needs a non-empty name")
+        self.name = name
+        self.seed = int(seed)
+        self.inbox: dict[str, Message] = {}
+        self.n_updates = 0
+        self._device = resolve_device(device)
+        self.generator = torch.Generator(device=self._device)
+        self.generator.manual_seed(derive_seed(self.seed, name))
+
+    # --- ports and messages ------------------------------------------------------------------
+    def ports(self) -> dict[str, Port]:
+        """The module's ports by name."""
+        raise NotImplementedError(f"{type(self).__name__} must declare its ports")
+
+    def port(self, name: str) -> Port:
+        ports = self.ports()
+        if name not in ports:
+            raise PortError(
+                f"module {self.name!r} ({type(self).__name__}) has no port {name!r}; "
+                f"its ports are {sorted(ports)}"
+            )
+        return ports[name]
+
+    def receive(self, port: str, message) -> None:
+        """Take a message on a port (a plain tensor is taken as ``Samples``)."""
+        if isinstance(message, torch.Tensor):
+            message = Samples(message.float() if not message.is_floating_point() else message)
+        if not isinstance(message, Message):
+            raise MessageError(
+                f"module {self.name!r} port {port!r}: expected a Message or tensor, "
+                f"got {type(message).__name__}"
+            )
+        spec = self.port(port)
+        if message.kind not in spec.accepts:
+            raise PortError(
+                f"module {self.name!r} port {port!r} does not accept {message.kind!r} messages "
+                f"(it accepts {list(spec.accepts) or 'nothing'})"
+            )
+        if spec.size is not None and message.size != spec.size:
+            raise MessageError(
+                f"module {self.name!r} port {port!r}: message width {message.size} does not "
+                f"match the port's size {spec.size}"
+            )
+        message = message.to(self._device)
+        self._check_input(port, message)
+        self.inbox[port] = message
+
+    def _check_input(self, port: str, message: Message) -> None:
+        """Hook for module-specific checks of what arrives (data ranges, item counts)."""
+
+    def update(self) -> None:
+        """Learn, given the latest messages in the inbox."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update()")
+
+    def publish(self) -> dict[str, Message]:
+        """The outgoing message on each port that has one."""
+        raise NotImplementedError(f"{type(self).__name__} must implement publish()")
+
+    def predict(self) -> torch.Tensor | None:
+        """A category per item for metrics, when the module has categories; else ``None``."""
+        return None
+
+    def fit(self, **messages) -> "Module":
+        """Use the module alone: receive each ``port=message`` (or tensor), then update once."""
+        for port, message in messages.items():
+            if message is not None:
+                self.receive(port, message)
+        self.update()
+        return self
+
+    # --- devices and state -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _apply(self, fn, recurse=True):
+        # torch calls _apply for .to()/.cuda()/.cpu(); keep our own tensors and device in step.
+        result = super()._apply(fn, recurse)
+        probe = fn(torch.zeros(()))
+        if probe.device != self._device:
+            self._device = probe.device
+            # a generator cannot move between devices: reseed one on the new device from the
+            # seed and the number of updates so far, so runs stay reproducible per device
+            self.generator = torch.Generator(device=self._device)
+            self.generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name))
+        self.inbox = {k: m.to(self._device) for k, m in self.inbox.items()}
+        self._move_state(self._device)
+        return result
+
+    def _move_state(self, device: torch.device) -> None:
+        """Hook: move learned tensors that are neither parameters nor buffers."""
+
+    def _learned_state(self) -> dict:
+        """Hook: learned state beyond parameters and buffers (plain tensors, ints, dicts)."""
+        return {}
+
+    def _load_learned_state(self, state: dict) -> None:
+        """Hook: the inverse of :meth:`_learned_state`."""
+
+    def get_extra_state(self):
+        return {
+            "n_updates": self.n_updates,
+            "generator": self.generator.get_state(),
+            "generator_device": str(self._device),
+            "inbox": {k: m.state() for k, m in self.inbox.items()},
+            "learned": self._learned_state(),
+        }
+
+    def set_extra_state(self, state):
+        self.n_updates = int(state["n_updates"])
+        if torch.device(state["generator_device"]).type == self._device.type:
+            self.generator.set_state(state["generator"])
+        else:
+            self.generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name))
+        self.inbox = {k: Message.from_state(v).to(self._device) for k, v in state["inbox"].items()}
+        self._load_learned_state(state["learned"])
+        self._move_state(self._device)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, device={self._device}"
+
+    def describe(self) -> str:
+        """One line per port, for graph summaries."""
+        lines = [f"{self.name}: {type(self).__name__}"]
+        lines += [f"  port {p}" for p in self.ports().values()]
+        return "\n".join(lines)

@@ -1,0 +1,71 @@
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest
+import torch
+
+from serket.messages import Categorical, Samples
+from serket.module import Module, Port
+
+
+class NoisyProjection(Module):
+    """A tiny module for graph tests: z = x @ W + noise; W learns towards its prior's mean."""
+
+    def __init__(self, name, x_dim=4, z_dim=2, *, seed=0, device="cpu"):
+        super().__init__(name, seed=seed, device=device)
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.weight = torch.nn.Parameter(torch.randn(x_dim, z_dim, generator=torch.Generator().manual_seed(seed)))
+        self.z = None
+
+    def ports(self):
+        return {"x": Port("x", accepts=("samples",), size=self.x_dim),
+                "z": Port("z", sends=("samples",), accepts=("gaussian",), size=self.z_dim)}
+
+    def update(self):
+        x = self.inbox["x"].values
+        with torch.no_grad():
+            z = x @ self.weight + 0.1 * torch.randn(x.shape[0], self.z_dim, generator=self.generator, device=self.device)
+            if "z" in self.inbox:
+                z = 0.5 * (z + self.inbox["z"].mean)
+        self.z = z
+        self.n_updates += 1
+
+    def publish(self):
+        return {} if self.z is None else {"z": Samples(self.z)}
+
+
+class Categoriser(Module):
+    """A tiny upper module: categories by the sign pattern of z's first coordinate, sends priors."""
+
+    def __init__(self, name, z_dim=2, k=2, *, seed=0, device="cpu"):
+        super().__init__(name, seed=seed, device=device)
+        self.z_dim, self.k = z_dim, k
+        self.probs = None
+
+    def ports(self):
+        return {"x": Port("x", accepts=("samples",), sends=("gaussian",), size=self.z_dim),
+                "c": Port("c", accepts=("categorical",), sends=("categorical",), size=self.k)}
+
+    def update(self):
+        z = self.inbox["x"].values
+        logits = torch.stack([z[:, 0], -z[:, 0]], 1) + 0.01 * torch.randn(z.shape[0], 2, generator=self.generator)
+        if "c" in self.inbox:
+            logits = logits + torch.log(self.inbox["c"].probs)
+        self.probs = torch.softmax(logits, 1)
+        self.n_updates += 1
+
+    def publish(self):
+        if self.probs is None:
+            return {}
+        z = self.inbox["x"].values
+        return {"x": __import__("serket").messages.Gaussian(torch.zeros_like(z), torch.ones_like(z)),
+                "c": Categorical(self.probs)}
+
+    def predict(self):
+        return None if self.probs is None else self.probs.argmax(1)
+
+
+@pytest.fixture
+def toy_modules():
+    return NoisyProjection, Categoriser

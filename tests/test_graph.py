@@ -1,0 +1,210 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from serket.connections import (
+    HeadToHead,
+    Observation,
+    TailToTail,
+    align_permutation,
+    product_of_gaussians,
+    sir_resample,
+)
+from serket.errors import GraphError, MessageError, PortError
+from serket.graph import Graph
+from serket.messages import Categorical, Gaussian, NBest
+
+
+def _chain(toy_modules, feedback=True):
+    Proj, Cat = toy_modules
+    g = Graph(seed=0)
+    g.add(Observation("obs", torch.randn(20, 4)))
+    g.add(Proj("proj"))
+    g.add(Cat("cat"))
+    g.observe("obs", "proj.x")
+    g.head_to_tail(upper="cat.x", lower="proj.z", feedback=feedback)
+    return g
+
+
+def test_schedule_runs_children_first_and_messages_flow(toy_modules):
+    g = _chain(toy_modules)
+    g.validate()
+    assert g.schedule() == ["obs", "proj", "cat"]
+    for name in g.schedule():
+        g.step(name)
+    msgs = g.messages()
+    assert msgs[("cat", "proj")]["up"].kind == "samples"
+    assert msgs[("cat", "proj")]["down"].kind == "gaussian"
+    assert msgs[("proj", "obs")]["up"].n_items == 20
+    g.step("proj")  # now receives the prior from cat
+    assert "z" in g.node("proj").inbox
+
+
+def test_no_feedback_keeps_the_prior_away(toy_modules):
+    g = _chain(toy_modules, feedback=False)
+    for _ in range(2):
+        for name in g.schedule():
+            g.step(name)
+    assert "z" not in g.node("proj").inbox
+
+
+def test_unknown_port_and_node_are_named(toy_modules):
+    Proj, Cat = toy_modules
+    g = Graph()
+    g.add(Proj("proj"))
+    g.add(Cat("cat"))
+    with pytest.raises(GraphError, match="'proj'.*has no port 'w'"):
+        g.head_to_tail(upper="cat.x", lower="proj.w")
+    with pytest.raises(GraphError, match="no node 'gmm'"):
+        g.head_to_tail(upper="gmm.x", lower="proj.z")
+    with pytest.raises(GraphError, match="node.port"):
+        g.head_to_tail(upper="cat", lower="proj.z")
+    with pytest.raises(GraphError, match="already has a node named 'cat'"):
+        g.add(Cat("cat"))
+
+
+def test_incompatible_ports_and_sizes(toy_modules):
+    Proj, Cat = toy_modules
+    g = Graph()
+    g.add(Proj("a"))
+    g.add(Proj("b"))
+    g.head_to_tail(upper="a.x", lower="b.z")  # b.z sends samples, a.x accepts samples, but a.x sends nothing
+    with pytest.raises(GraphError, match=r"a\.x sends \[\] but b\.z accepts \['gaussian'\]"):
+        g.validate()
+    g2 = Graph()
+    g2.add(Proj("p", z_dim=3))
+    g2.add(Cat("c", z_dim=2))
+    g2.head_to_tail(upper="c.x", lower="p.z")
+    with pytest.raises(GraphError, match=r"sizes do not fit \(2 vs 3\)"):
+        g2.validate()
+
+
+def test_unmediated_cycle_is_refused(toy_modules):
+    Proj, Cat = toy_modules
+    g = Graph()
+    g.add(Cat("a"))
+    g.add(Proj("b", x_dim=2))
+    g.head_to_tail(upper="a.x", lower="b.z")
+    # a second head-to-tail connection back from b to a closes a cycle
+    g.nx.add_edge("b", "a", kind="head_to_tail", parent_port="x", child_port="x", down=None, up=None)
+    with pytest.raises(GraphError, match="cycle not mediated by a combiner: (a -> b -> a|b -> a -> b)"):
+        g.validate()
+
+
+def test_observation_rejects_bad_data():
+    with pytest.raises(GraphError, match="empty"):
+        Observation("obs", torch.zeros(0, 3))
+    with pytest.raises(MessageError, match="non-finite"):
+        Observation("obs", torch.tensor([[1.0, float("inf")]]))
+
+
+def test_user_schedule_is_checked(toy_modules):
+    g = _chain(toy_modules)
+    with pytest.raises(GraphError, match="unknown nodes \\['vae'\\]"):
+        g.check_schedule(["obs", "vae"])
+    with pytest.raises(GraphError, match="never updates modules \\['cat'\\]"):
+        g.check_schedule(["obs", "proj"])
+
+
+def test_summary_and_drawing(toy_modules, tmp_path):
+    g = _chain(toy_modules)
+    text = g.summary()
+    assert "head_to_tail" in text and "schedule: obs, proj, cat" in text
+    g.draw(tmp_path / "g.png")
+    g.draw(tmp_path / "g.dot")
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    assert '"cat" -> "proj"' in (tmp_path / "g.dot").read_text()
+
+
+def test_alignment_recovers_a_known_permutation():
+    gen = torch.Generator().manual_seed(0)
+    k, n = 6, 300
+    labels = torch.randint(k, (n,), generator=gen)
+    reference = torch.softmax(3 * torch.nn.functional.one_hot(labels, k).float() + torch.randn(n, k, generator=gen), 1)
+    perm = torch.randperm(k, generator=gen)
+    other = torch.empty_like(reference)
+    other[:, perm] = torch.softmax(2 * torch.nn.functional.one_hot(labels, k).float() + torch.randn(n, k, generator=gen), 1)
+    assert torch.equal(align_permutation(reference, other), perm)
+
+
+def test_alignment_beats_greedy_matching():
+    # overlap = reference.T @ other = [[5, 4], [4, 0]]: greedy takes the largest entry (0,0)=5 and is
+    # left with (1,1)=0, total 5; the optimum pairs 0-1 and 1-0 for a total of 8
+    reference = torch.tensor([[1.0, 0.0]] * 9 + [[0.0, 1.0]] * 4)
+    other = torch.tensor([[5 / 9, 4 / 9]] * 9 + [[1.0, 0.0]] * 4)
+    assert torch.allclose(reference.T @ other, torch.tensor([[5.0, 4.0], [4.0, 0.0]]))
+    perm = align_permutation(reference, other)
+    assert perm.tolist() == [1, 0]
+
+
+def test_tail_to_tail_sends_product_of_the_others():
+    c = TailToTail("cat", 3, smoothing=0.0)
+    for m in ("a", "b", "c"):
+        c.add_member(m)
+    pa = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    pb = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])
+    pc = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    for m, p in zip("abc", (pa, pb, pc)):
+        c.receive(m, Categorical(p))
+    c.update()
+    out = c.publish()
+    expected_a = pb * pc / (pb * pc).sum(1, keepdim=True)
+    assert torch.allclose(out["a"].probs, expected_a, atol=1e-6)
+
+
+def test_tail_to_tail_returns_priors_in_each_members_label_order():
+    gen = torch.Generator().manual_seed(1)
+    n, k = 200, 4
+    labels = torch.randint(k, (n,), generator=gen)
+    onehot = torch.nn.functional.one_hot(labels, k).float()
+    pa = torch.softmax(4 * onehot + torch.randn(n, k, generator=gen), 1)
+    perm = torch.tensor([2, 0, 3, 1])
+    pb = torch.empty_like(pa)
+    pb[:, perm] = torch.softmax(4 * onehot + torch.randn(n, k, generator=gen), 1)
+    c = TailToTail("cat", k, smoothing=0.0)
+    c.add_member("a")
+    c.add_member("b")
+    c.receive("a", Categorical(pa))
+    c.receive("b", Categorical(pb))
+    c.update()
+    # b's prior comes from a, expressed in b's labels: its argmax must agree with b's own posterior mostly
+    agree = (c.publish()["b"].probs.argmax(1) == pb.argmax(1)).float().mean()
+    assert agree > 0.9
+
+
+def test_product_of_gaussians_matches_closed_form():
+    m1, v1 = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 4.0]])
+    m2, v2 = torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 1.0]])
+    mean, var = product_of_gaussians([m1, m2], [v1, v2], prior_mean=torch.zeros(1, 2), prior_var=torch.ones(1, 2))
+    # precisions 1+1+1 = 3 and 1/4+1+1 = 2.25; means (0+2+0)/3, (1/4 - 1 + 0)/2.25
+    assert torch.allclose(var, torch.tensor([[1 / 3, 1 / 2.25]]))
+    assert torch.allclose(mean, torch.tensor([[2 / 3, -0.75 / 2.25]]))
+
+
+def test_sir_resampling_frequencies_match_weights():
+    weights = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    n = 20000
+    log_w = torch.log(weights).expand(n, 4)
+    idx = sir_resample(torch.zeros(n, 4), log_w, torch.Generator().manual_seed(0))
+    counts = np.bincount(idx.numpy(), minlength=4)
+    chi2 = stats.chisquare(counts, weights.numpy() * n)
+    assert chi2.pvalue > 0.001, (counts, chi2)
+
+
+def test_head_to_head_resamples_by_word_probabilities():
+    node = HeadToHead("w", seed=0)
+    n = 4000
+    hyps = torch.tensor([[[0, 1], [2, -1]]]).expand(n, 2, 2).clone()  # "0 1" or "2"
+    node.receive("proposer", NBest(hyps, torch.zeros(n, 2)))
+    probs = torch.tensor([[0.5, 0.4, 0.1]]).expand(n, 3)
+    node.receive("weighter", Categorical(probs))
+    node.update()
+    chosen = node.chosen.float().mean().item()
+    # weights: 0.5 * 0.4 = 0.2 for the first, 0.1 for the second -> P(second) = 1/3
+    assert abs(chosen - 1 / 3) < 3 * (1 / 3 * 2 / 3 / n) ** 0.5 + 1e-3
+    out = node.publish()["proposer"]
+    assert out.hypotheses.shape == (n, 1, 2)
+    node.receive("weighter", Categorical(torch.tensor([[0.5, 0.5]]).expand(n, 2)))
+    with pytest.raises(MessageError, match="vocabulary has 2 words"):
+        node.update()
