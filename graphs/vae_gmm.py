@@ -66,6 +66,8 @@ def _parser():
     p.add_argument("--first-epochs", type=int, default=100, help="VAE epochs in the first round")
     p.add_argument("--sweeps", type=int, default=50, help="GMM Gibbs sweeps per round")
     p.add_argument("--per-class", type=int, default=300, help="MNIST training images per digit")
+    p.add_argument("--hidden", type=int, nargs="+", default=[128], help="VAE hidden widths (published: 128)")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="VAE KL weight")
     p.add_argument("--prior-variance", default="unit", choices=["unit", "cluster"])
     p.add_argument("--restart", default="warm", choices=["warm", "reinit"])
     p.add_argument("--device", default="cpu")
@@ -108,7 +110,8 @@ def bench_main(argv=None) -> dict:
                 x, y, rounds=args.rounds, linked=(config == "linked"), seed=seed, device=args.device,
                 checkpoint_dir=out / "checkpoints" / f"{config}-seed{seed}", resume=not args.no_resume,
                 prefix=f"[{config} seed {seed}] ",
-                vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "restart": args.restart},
+                vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "restart": args.restart,
+                     "hidden": tuple(args.hidden), "kl_weight": args.kl_weight},
                 gmm={"sweeps": args.sweeps, "prior_variance": args.prior_variance},
             )
             history = result["history"]
