@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .errors import GraphError, MessageError
-from .messages import Categorical, Gaussian, Message, NBest, Samples
+from .messages import Categorical, Counts, Gaussian, Message, NBest, Samples
 from .module import Port, resolve_device
 
 __all__ = [
@@ -314,18 +314,24 @@ class HeadToHead(Node):
 
     Two modes, chosen by the kinds the parents send:
 
-    * ``nbest`` + ``categorical``: the *proposer* sends N-best word sequences; the *weighter*
-      sends per-item word probabilities P(w | d) (N, V). Each hypothesis is weighted by the
-      product of its words' probabilities, one is resampled per item (SIR), and the proposer
-      receives the chosen hypotheses as an ``nbest`` message with B = 1.
-    * ``gaussian`` + ``gaussian``: each parent receives the product of the other's Gaussian
-      with its own (a product of experts).
+    * ``nbest`` (+ ``categorical``): the *proposer* sends N-best word sequences with log
+      scores. The weighter receives them as a bag of words (``counts`` (N, V): each
+      hypothesis's words weighted by its normalised score) — the words it observes. Once the
+      *weighter* has sent per-item word probabilities P(w | d) (N, V), each hypothesis is
+      weighted by the product of its words' probabilities, one is resampled per item (SIR),
+      and the proposer receives the chosen hypotheses as an ``nbest`` message with B = 1.
+    * ``gaussian`` + ``gaussian``: each parent receives the other's Gaussian expert, to
+      multiply with its own (a product of experts, :func:`product_of_gaussians`).
 
     Ports: ``"proposer"`` and ``"weighter"``.
+
+    Args:
+        vocab_size: V, the number of word types (the proposer's port size).
     """
 
-    def __init__(self, name: str, *, seed: int = 0, device="cpu"):
+    def __init__(self, name: str, *, vocab_size: int | None = None, seed: int = 0, device="cpu"):
         super().__init__(name, device)
+        self.vocab_size = vocab_size
         self.generator = torch.Generator(device=self._device)
         self.generator.manual_seed(int(seed))
         self.outgoing: dict[str, Message] = {}
@@ -335,13 +341,15 @@ class HeadToHead(Node):
         return {
             "proposer": Port("proposer", sends=("nbest", "gaussian"), accepts=("nbest", "gaussian"),
                              doc="N-best hypotheses (or a Gaussian expert) from the proposing parent"),
-            "weighter": Port("weighter", sends=("gaussian",), accepts=("categorical", "gaussian"),
+            "weighter": Port("weighter", sends=("counts", "gaussian"), accepts=("categorical", "gaussian"),
                              doc="word probabilities (or a Gaussian expert) from the weighting parent"),
         }
 
     def update(self):
         self.outgoing = {}
         prop, weigh = self.inbox.get("proposer"), self.inbox.get("weighter")
+        if isinstance(prop, NBest):
+            self.outgoing["weighter"] = self.bag_of_words(prop)
         if prop is None or weigh is None:
             return
         if prop.n_items != weigh.n_items:
@@ -373,6 +381,21 @@ class HeadToHead(Node):
                 f"head-to-head {self.name!r}: cannot combine {prop.kind!r} with {weigh.kind!r} "
                 f"(expected nbest + categorical, or gaussian + gaussian)"
             )
+
+    def bag_of_words(self, nbest: NBest) -> Counts:
+        """Expected word counts per item under the normalised hypothesis scores (N, V)."""
+        vocab = self.vocab_size if self.vocab_size is not None else int(nbest.hypotheses.max()) + 1
+        if bool((nbest.hypotheses >= vocab).any()):
+            raise MessageError(f"head-to-head {self.name!r}: a hypothesis uses word id "
+                               f"{int(nbest.hypotheses.max())} but the vocabulary has {vocab} words")
+        weights = torch.softmax(nbest.log_scores, dim=1)  # (N, B)
+        hyps = nbest.hypotheses
+        valid = hyps >= 0
+        n, b, length = hyps.shape
+        counts = torch.zeros(n, vocab, device=hyps.device, dtype=weights.dtype)
+        contrib = (weights.unsqueeze(2) * valid).reshape(n, b * length)
+        counts.scatter_add_(1, hyps.clamp_min(0).reshape(n, b * length), contrib)
+        return Counts(counts)
 
     def publish(self):
         return dict(self.outgoing)

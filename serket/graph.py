@@ -98,11 +98,13 @@ class Graph:
             raise GraphError(str(err)) from None
         return name, port
 
-    def _add_edge(self, parent, parent_port, child, child_port, kind, **attrs):
+    def _add_edge(self, parent, parent_port, child, child_port, kind, blocked=None):
         if self.nx.has_edge(parent, child):
             raise GraphError(f"{parent!r} and {child!r} are already connected")
+        # blocked: the direction ("down": parent -> child, "up": child -> parent) whose messages
+        # are never delivered, for one-way links such as the "separate" baselines
         self.nx.add_edge(parent, child, kind=kind, parent_port=parent_port, child_port=child_port,
-                         down=None, up=None, **attrs)
+                         blocked=blocked, down=None, up=None)
 
     def observe(self, observation: str, endpoint: str) -> None:
         """Feed an observation node's data to a module's data port (``"vae.x"``)."""
@@ -110,7 +112,7 @@ class Graph:
         if not isinstance(obs, Observation):
             raise GraphError(f"{observation!r} is not an Observation node")
         module, port = self._endpoint(endpoint)
-        self._add_edge(module, port, observation, "out", DATA)
+        self._add_edge(module, port, observation, "out", DATA, blocked="down")
 
     def head_to_tail(self, *, upper: str, lower: str, feedback: bool = True) -> None:
         """Connect an upper module's port to the lower module's port that it generates.
@@ -122,7 +124,7 @@ class Graph:
         l, lp = self._endpoint(lower)
         if u == l:
             raise GraphError(f"head-to-tail: {u!r} cannot be connected to itself")
-        self._add_edge(u, up, l, lp, HEAD_TO_TAIL, feedback=bool(feedback))
+        self._add_edge(u, up, l, lp, HEAD_TO_TAIL, blocked=None if feedback else "down")
 
     def tail_to_tail(self, name: str, endpoints: list[str], *, smoothing: float = 0.01,
                      temperature: float = 1.0, feedback: bool = True) -> TailToTail:
@@ -139,17 +141,23 @@ class Graph:
         self.add(combiner)
         for n, p in resolved:
             combiner.add_member(n)
-            self._add_edge(name, n, n, p, TAIL_TO_TAIL, feedback=bool(feedback))
+            self._add_edge(name, n, n, p, TAIL_TO_TAIL, blocked=None if feedback else "down")
         return combiner
 
-    def head_to_head(self, name: str, *, proposer: str, weighter: str, seed: int | None = None) -> HeadToHead:
-        """A common child of two parents: adds a node ``name`` realising SIR or a product of experts."""
-        child = HeadToHead(name, seed=self.seed if seed is None else seed)
+    def head_to_head(self, name: str, *, proposer: str, weighter: str, seed: int | None = None,
+                     feedback: bool = True) -> HeadToHead:
+        """A common child of two parents: adds a node ``name`` realising SIR or a product of experts.
+
+        ``feedback=False`` never sends the resampled hypotheses back to the proposer (it decodes
+        once and never relearns): the "separate" baseline.
+        """
         pn, pp = self._endpoint(proposer)
         wn, wp = self._endpoint(weighter)
+        child = HeadToHead(name, seed=(self.seed or 0) if seed is None else seed,
+                           vocab_size=self.node(pn).port(pp).size)
         self.add(child)
-        self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, feedback=True)
-        self._add_edge(wn, wp, name, "weighter", HEAD_TO_HEAD, feedback=True)
+        self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, blocked=None if feedback else "up")
+        self._add_edge(wn, wp, name, "weighter", HEAD_TO_HEAD, blocked=None)
         return child
 
     # --- checking ---------------------------------------------------------------------------
@@ -177,17 +185,12 @@ class Graph:
         pnode, cnode = self.node(parent), self.node(child)
         pport, cport = pnode.port(e["parent_port"]), cnode.port(e["child_port"])
         where = f"{e['kind']} {parent}.{pport.name} -> {child}.{cport.name}"
-        if e["kind"] == DATA:
-            if not set(pport.accepts) & set(cport.sends):
-                raise GraphError(f"{where}: {parent}.{pport.name} accepts {list(pport.accepts)}, "
-                                 f"the observation sends {list(cport.sends)}")
-        else:
-            if not set(cport.sends) & set(pport.accepts):
-                raise GraphError(f"{where}: {child}.{cport.name} sends {list(cport.sends)} but "
-                                 f"{parent}.{pport.name} accepts {list(pport.accepts)}")
-            if e.get("feedback", True) and not set(pport.sends) & set(cport.accepts):
-                raise GraphError(f"{where}: {parent}.{pport.name} sends {list(pport.sends)} but "
-                                 f"{child}.{cport.name} accepts {list(cport.accepts)}")
+        if e["blocked"] != "up" and not set(cport.sends) & set(pport.accepts):
+            raise GraphError(f"{where}: {child}.{cport.name} sends {list(cport.sends)} but "
+                             f"{parent}.{pport.name} accepts {list(pport.accepts)}")
+        if e["blocked"] != "down" and not set(pport.sends) & set(cport.accepts):
+            raise GraphError(f"{where}: {parent}.{pport.name} sends {list(pport.sends)} but "
+                             f"{child}.{cport.name} accepts {list(cport.accepts)}")
         if pport.size is not None and cport.size is not None and e["kind"] != HEAD_TO_HEAD:
             if pport.size != cport.size:
                 raise GraphError(f"{where}: sizes do not fit ({pport.size} vs {cport.size})")
@@ -214,10 +217,10 @@ class Graph:
         """Deliver a node's latest incoming messages, let it learn, and store what it publishes."""
         node = self.node(name)
         for parent, _, e in self.nx.in_edges(name, data=True):
-            if e["down"] is not None and e.get("feedback", True):
+            if e["down"] is not None and e["blocked"] != "down":
                 self._deliver(node, e["child_port"], e["down"], parent)
         for _, child, e in self.nx.out_edges(name, data=True):
-            if e["up"] is not None:
+            if e["up"] is not None and e["blocked"] != "up":
                 self._deliver(node, e["parent_port"], e["up"], child)
         node.update()
         outgoing = node.publish()
@@ -287,7 +290,7 @@ class Graph:
             lines.append(d["obj"].describe())
         lines.append("connections (parent -> child):")
         for p, c, e in self.nx.edges(data=True):
-            flag = "" if e.get("feedback", True) else "  [no message back to the child]"
+            flag = "" if e["kind"] == DATA or not e["blocked"] else f"  [{e['blocked']} messages switched off]"
             lines.append(f"  {e['kind']:<12} {p}.{e['parent_port']} -> {c}.{e['child_port']}{flag}")
         lines.append("schedule: " + ", ".join(self.schedule()))
         return "\n".join(lines)
@@ -299,7 +302,7 @@ class Graph:
             label = f"{n}\\n({type(d['obj']).__name__})"
             out.append(f'  "{n}" [shape={shapes.get(d["role"], "box")}, label="{label}"];')
         for p, c, e in self.nx.edges(data=True):
-            style = "solid" if e.get("feedback", True) else "dashed"
+            style = "dashed" if e["blocked"] and e["kind"] != DATA else "solid"
             out.append(f'  "{p}" -> "{c}" [label="{e["kind"]}\\n{e["parent_port"]}:{e["child_port"]}", style={style}];')
         out.append("}")
         return "\n".join(out)

@@ -196,6 +196,9 @@ class SpokenDigits:
         source: where the data came from, e.g. ``"FSDD (real)"`` or
             ``"synthetic (espeak-ng 1.51 text-to-speech)"``.
         synthetic: True when the speech is synthesized rather than recorded.
+        test_takes: takes ``0 .. test_takes - 1`` form the test split: 5 for FSDD (its
+            official split, 10%); for synthetic sets about a tenth of each voice's takes.
+        details: where the set was read from and, for synthetic sets, the seed and engines.
     """
 
     waveforms: list
@@ -206,6 +209,7 @@ class SpokenDigits:
     paths: list
     source: str
     synthetic: bool
+    test_takes: int = FSDD_TEST_TAKES
     details: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -238,8 +242,9 @@ class SpokenDigits:
         return torch.tensor([index[s] for s in self.speakers], dtype=torch.int64)
 
     def test_mask(self) -> torch.Tensor:
-        """Bool tensor (N,): the official FSDD test split (takes 0-4 of each speaker and digit)."""
-        return torch.tensor([take < FSDD_TEST_TAKES for take in self.takes], dtype=torch.bool)
+        """Bool tensor (N,): the test split, takes ``0 .. test_takes - 1`` of each speaker and
+        digit (for FSDD the official split, takes 0-4: 300 of 3,000)."""
+        return torch.tensor([take < self.test_takes for take in self.takes], dtype=torch.bool)
 
     def subset(self, indices) -> SpokenDigits:
         """The utterances at ``indices`` (ints, or a boolean mask of length N), in that order."""
@@ -264,6 +269,7 @@ class SpokenDigits:
             paths=[self.paths[i] for i in picked],
             source=self.source,
             synthetic=self.synthetic,
+            test_takes=self.test_takes,
             details=dict(self.details),
         )
 
@@ -395,7 +401,8 @@ def load_fsdd(
         test = digits.subset(digits.test_mask())     # 300 utterances
     """
     if source != "auto" and source not in FSDD_SOURCES:
-        raise DataError(f"unknown FSDD source {source!r}: use 'auto' or one of {list(FSDD_SOURCES)}")
+        raise DataError(
+            f"unknown FSDD source {source!r}: use 'auto' or one of {list(FSDD_SOURCES)}")
     order = FSDD_SOURCES if source == "auto" else (source,)
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     cached = cache_dir() / "fsdd" / "recordings"
@@ -483,6 +490,7 @@ def _flite_voices() -> list[str]:
     return [voice for voice in FLITE_VOICES if voice in listed]
 
 
+@functools.lru_cache(maxsize=8)
 def _festival_works(voice: str) -> bool:
     script = f"(begin ({'voice_' + voice}) (print 'ready))"
     try:
@@ -791,6 +799,7 @@ def load_synthetic(directory, *, target_rate: int | None = None,
     entries.sort(key=lambda entry: entry[:3])
     entries = _select_speakers(entries, speakers, str(directory))
     waveforms, rate = _read_clips(entries, target_rate, str(directory))
+    takes_per_voice = 1 + max(entry[2] for entry in entries)
     return SpokenDigits(
         waveforms=waveforms,
         rate=rate,
@@ -800,5 +809,6 @@ def load_synthetic(directory, *, target_rate: int | None = None,
         paths=[str(entry[3]) for entry in entries],
         source=_synthetic_source(engines),
         synthetic=True,
+        test_takes=max(1, round(takes_per_voice / 10)),
         details={"folder": str(directory), "seed": manifest.get("seed"), "engines": engines},
     )

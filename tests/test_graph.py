@@ -87,7 +87,7 @@ def test_unmediated_cycle_is_refused(toy_modules):
     g.add(Proj("b", x_dim=2))
     g.head_to_tail(upper="a.x", lower="b.z")
     # a second head-to-tail connection back from b to a closes a cycle
-    g.nx.add_edge("b", "a", kind="head_to_tail", parent_port="x", child_port="x", down=None, up=None)
+    g.nx.add_edge("b", "a", kind="head_to_tail", parent_port="x", child_port="x", blocked=None, down=None, up=None)
     with pytest.raises(GraphError, match="cycle not mediated by a combiner: (a -> b -> a|b -> a -> b)"):
         g.validate()
 
@@ -208,3 +208,15 @@ def test_head_to_head_resamples_by_word_probabilities():
     node.receive("weighter", Categorical(torch.tensor([[0.5, 0.5]]).expand(n, 2)))
     with pytest.raises(MessageError, match="vocabulary has 2 words"):
         node.update()
+
+
+def test_head_to_head_sends_the_weighter_expected_word_counts():
+    node = HeadToHead("w", vocab_size=4)
+    hyps = torch.tensor([[[0, 1], [2, -1]], [[3, 3], [1, -1]]])
+    scores = torch.log(torch.tensor([[0.75, 0.25], [0.5, 0.5]]))
+    node.receive("proposer", NBest(hyps, scores))
+    node.update()  # no weights yet: only the bag of words goes out
+    out = node.publish()
+    assert set(out) == {"weighter"}
+    expected = torch.tensor([[0.75, 0.75, 0.25, 0.0], [0.0, 0.5, 0.0, 1.0]])
+    assert torch.allclose(out["weighter"].counts, expected)
