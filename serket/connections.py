@@ -107,15 +107,21 @@ class Node:
 
 
 class Observation(Node):
-    """A data source: publishes a fixed (N, D) tensor as ``Samples`` on port ``"out"``.
+    """A data source: publishes fixed data (``Samples`` of an (N, D) tensor) on port ``"out"``.
 
     Args:
         name: node name.
-        data: (N, ...) tensor; trailing dimensions are flattened.
+        data: (N, ...) tensor (trailing dimensions are flattened), or a ready message such as
+            :class:`~serket.messages.Sequences`.
     """
 
-    def __init__(self, name: str, data: torch.Tensor, device="cpu"):
+    def __init__(self, name: str, data, device="cpu"):
         super().__init__(name, device)
+        if isinstance(data, Message):  # e.g. padded speech frames as a Sequences message
+            if data.n_items == 0:
+                raise GraphError(f"observation {name!r} is empty")
+            self.data = data.to(self._device)
+            return
         if not isinstance(data, torch.Tensor):
             data = torch.as_tensor(np.asarray(data))
         if data.ndim < 1 or data.shape[0] == 0:
@@ -126,7 +132,7 @@ class Observation(Node):
         self.data = Samples(data).to(self._device)  # Samples checks finiteness and names the index
 
     def ports(self):
-        return {"out": Port("out", sends=("samples",), size=self.data.size, doc="observed data")}
+        return {"out": Port("out", sends=(self.data.kind,), size=self.data.size, doc="observed data")}
 
     def publish(self):
         return {"out": self.data}
@@ -327,11 +333,19 @@ class HeadToHead(Node):
 
     Args:
         vocab_size: V, the number of word types (the proposer's port size).
+        bag_weights: how the bag of words weighs the hypotheses: ``"scores"`` (softmax of their
+            log scores, for an N-best list of the most probable hypotheses) or ``"uniform"``
+            (equal weights, for hypotheses drawn from the proposer's posterior, whose average
+            already estimates the expected counts).
     """
 
-    def __init__(self, name: str, *, vocab_size: int | None = None, seed: int = 0, device="cpu"):
+    def __init__(self, name: str, *, vocab_size: int | None = None, bag_weights: str = "scores",
+                 seed: int = 0, device="cpu"):
         super().__init__(name, device)
+        if bag_weights not in ("scores", "uniform"):
+            raise GraphError(f"head-to-head {name!r}: bag_weights must be 'scores' or 'uniform'")
         self.vocab_size = vocab_size
+        self.bag_weights = bag_weights
         self.generator = torch.Generator(device=self._device)
         self.generator.manual_seed(int(seed))
         self.outgoing: dict[str, Message] = {}
@@ -388,7 +402,11 @@ class HeadToHead(Node):
         if bool((nbest.hypotheses >= vocab).any()):
             raise MessageError(f"head-to-head {self.name!r}: a hypothesis uses word id "
                                f"{int(nbest.hypotheses.max())} but the vocabulary has {vocab} words")
-        weights = torch.softmax(nbest.log_scores, dim=1)  # (N, B)
+        if self.bag_weights == "scores":
+            weights = torch.softmax(nbest.log_scores, dim=1)  # (N, B)
+        else:
+            weights = torch.full(nbest.log_scores.shape, 1.0 / nbest.log_scores.shape[1],
+                                 device=nbest.log_scores.device)
         hyps = nbest.hypotheses
         valid = hyps >= 0
         n, b, length = hyps.shape

@@ -29,7 +29,7 @@ from torch import nn
 
 from serket.errors import DataError
 
-__all__ = ["FrontEnd", "add_deltas", "normalise_features", "pooled_features"]
+__all__ = ["FrontEnd", "add_deltas", "normalise_features", "pooled_features", "trim_silence"]
 
 FEATURES = ("mfcc", "logmel")
 NORMALISATIONS = ("utterance", "speaker", None)
@@ -385,3 +385,29 @@ class FrontEnd(nn.Module):
         if self.normalise == "speaker":
             features = normalise_features(features, frames, "speaker", speakers)
         return features, frames
+
+
+def trim_silence(features: torch.Tensor, lengths: torch.Tensor, *, channel: int = 0,
+                 threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep each utterance's frames from the first to the last loud one.
+
+    A frame is loud when its ``channel`` (c0 of raw, unnormalised MFCCs: the log energy up to
+    a constant) exceeds ``max - threshold * (max - min)`` of that utterance. Returns the
+    shifted, re-padded features (B, F', D) and the new frame counts (B,). Vectorised: one
+    gather, no per-utterance loop.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise DataError(f"trim_silence: threshold must be in [0, 1], got {threshold}")
+    valid = _valid_frames(lengths, features.shape[1])
+    energy = features[:, :, channel]
+    high = energy.masked_fill(~valid, float("-inf")).amax(1)
+    low = energy.masked_fill(~valid, float("inf")).amin(1)
+    loud = (energy >= (high - threshold * (high - low))[:, None]) & valid
+    frames = torch.arange(features.shape[1], device=features.device)
+    first = torch.where(loud, frames, features.shape[1]).amin(1)
+    last = torch.where(loud, frames, -1).amax(1)
+    new_lengths = last - first + 1
+    width = int(new_lengths.max())
+    index = (first[:, None] + torch.arange(width, device=features.device)[None, :]).clamp(max=features.shape[1] - 1)
+    trimmed = features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
+    return trimmed * _valid_frames(new_lengths, width)[:, :, None], new_lengths

@@ -145,16 +145,16 @@ class Graph:
         return combiner
 
     def head_to_head(self, name: str, *, proposer: str, weighter: str, seed: int | None = None,
-                     feedback: bool = True) -> HeadToHead:
+                     feedback: bool = True, bag_weights: str = "scores") -> HeadToHead:
         """A common child of two parents: adds a node ``name`` realising SIR or a product of experts.
 
         ``feedback=False`` never sends the resampled hypotheses back to the proposer (it decodes
-        once and never relearns): the "separate" baseline.
+        once and never relearns): the "separate" baseline. ``bag_weights``: see :class:`HeadToHead`.
         """
         pn, pp = self._endpoint(proposer)
         wn, wp = self._endpoint(weighter)
         child = HeadToHead(name, seed=(self.seed or 0) if seed is None else seed,
-                           vocab_size=self.node(pn).port(pp).size)
+                           vocab_size=self.node(pn).port(pp).size, bag_weights=bag_weights)
         self.add(child)
         self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, blocked=None if feedback else "up")
         self._add_edge(wn, wp, name, "weighter", HEAD_TO_HEAD, blocked=None)

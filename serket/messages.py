@@ -15,6 +15,8 @@ kind                fields                                      meaning
 ``counts``          ``counts`` (N, V)                           bags of words / histograms
 ``nbest``           ``hypotheses`` (N, B, L) int,               B hypotheses per item, each a
                     ``log_scores`` (N, B)                       word sequence padded with -1
+``sequences``       ``values`` (N, T, D), ``lengths`` (N,) int  padded frame sequences
+                                                                (speech features)
 ==================  ==========================================  =========================
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "Gaussian",
     "Counts",
     "NBest",
+    "Sequences",
     "MESSAGE_KINDS",
 ]
 
@@ -203,10 +206,35 @@ class NBest(Message):
             raise MessageError("nbest message: log_scores has NaN or +inf")
 
     @property
-    def size(self) -> int:
-        return self.hypotheses.shape[1]
+    def size(self) -> None:
+        # the vocabulary is not visible in the hypotheses; ports check word ids themselves
+        return None
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Sequences(Message):
+    """Per-item sequences of D-dim frames, padded to T, with each item's number of valid frames."""
+
+    kind: ClassVar[str] = "sequences"
+    values: torch.Tensor
+    lengths: torch.Tensor
+
+    def _validate(self):
+        _check_matrix(self.kind, "values", self.values, ndim=3)
+        lengths = self.lengths
+        if not isinstance(lengths, torch.Tensor) or lengths.ndim != 1 or lengths.is_floating_point():
+            raise MessageError("sequences message: lengths must be a 1-D integer tensor")
+        if lengths.shape[0] != self.values.shape[0]:
+            raise MessageError(f"sequences message: {lengths.shape[0]} lengths for {self.values.shape[0]} items")
+        if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > self.values.shape[1]):
+            raise MessageError(f"sequences message: lengths must lie in [1, {self.values.shape[1]}], "
+                               f"got [{int(lengths.min())}, {int(lengths.max())}]")
+
+    def mask(self) -> torch.Tensor:
+        """Bool (N, T): which frames are real."""
+        return torch.arange(self.values.shape[1], device=self.values.device)[None, :] < self.lengths[:, None]
 
 
 MESSAGE_KINDS: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (Categorical, Samples, Gaussian, Counts, NBest)
+    cls.kind: cls for cls in (Categorical, Samples, Gaussian, Counts, NBest, Sequences)
 }

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import MessageError, PortError
-from .messages import Message, Samples
+from .messages import MESSAGE_KINDS, Message
 
 __all__ = ["Port", "Module", "resolve_device", "derive_seed"]
 
@@ -107,9 +107,10 @@ class Module(torch.nn.Module):
         return ports[name]
 
     def receive(self, port: str, message) -> None:
-        """Take a message on a port (a plain tensor is taken as ``Samples``)."""
+        """Take a message on a port (a plain tensor becomes the port's first accepted kind
+        among ``samples``, ``counts`` and ``categorical``)."""
         if isinstance(message, torch.Tensor):
-            message = Samples(message.float() if not message.is_floating_point() else message)
+            message = self._wrap_tensor(port, message)
         if not isinstance(message, Message):
             raise MessageError(
                 f"module {self.name!r} port {port!r}: expected a Message or tensor, "
@@ -121,7 +122,7 @@ class Module(torch.nn.Module):
                 f"module {self.name!r} port {port!r} does not accept {message.kind!r} messages "
                 f"(it accepts {list(spec.accepts) or 'nothing'})"
             )
-        if spec.size is not None and message.size != spec.size:
+        if spec.size is not None and message.size is not None and message.size != spec.size:
             raise MessageError(
                 f"module {self.name!r} port {port!r}: message width {message.size} does not "
                 f"match the port's size {spec.size}"
@@ -129,6 +130,15 @@ class Module(torch.nn.Module):
         message = message.to(self._device)
         self._check_input(port, message)
         self.inbox[port] = message
+
+    def _wrap_tensor(self, port: str, tensor: torch.Tensor) -> Message:
+        tensor = tensor if tensor.is_floating_point() else tensor.float()
+        kinds = [k for k in self.port(port).accepts if k in ("samples", "counts", "categorical")]
+        kind = kinds[0] if kinds else "samples"
+        try:
+            return MESSAGE_KINDS[kind](tensor)
+        except MessageError as err:
+            raise MessageError(f"module {self.name!r} port {port!r}: {err}") from None
 
     def _check_input(self, port: str, message: Message) -> None:
         """Hook for module-specific checks of what arrives (data ranges, item counts)."""

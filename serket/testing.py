@@ -48,7 +48,7 @@ def _check_published(module, out: dict[str, Message], n_items: int, device) -> N
         assert port in ports, f"{module.name}: published on undeclared port {port!r}"
         spec = ports[port]
         assert message.kind in spec.sends, f"{module.name}.{port}: sent {message.kind!r}, declares {spec.sends}"
-        if spec.size is not None:
+        if spec.size is not None and message.size is not None:
             assert message.size == spec.size, f"{module.name}.{port}: width {message.size} != size {spec.size}"
         assert message.n_items == n_items, f"{module.name}.{port}: {message.n_items} items, expected {n_items}"
         assert message.device.type == torch.device(device).type, f"{module.name}.{port}: message on {message.device}"

@@ -1,0 +1,286 @@
+"""A speech recogniser that learns its acoustic units from the audio alone.
+
+No labels and no vocabulary are given. The recogniser discovers ``n_units`` acoustic units —
+diagonal Gaussians over speech frames (the front end's features plus the frame's relative
+position in the utterance, so that a unit also says *when* in a word it sounds) — first by
+k-means over all frames, then by relearning from hypotheses. A "word" here is a discovered
+unit; a whole-utterance hypothesis is the sequence of units of its frames.
+
+Decoding: each frame's posterior over units, ``q(u | f) ∝ w_u N(f; m_u, diag(v_u))``. The
+N-best list of an utterance holds the best path (the most probable unit of every frame) and
+``n_best - 1`` paths drawn from the frame posteriors, each with its log score
+``sum_t log q(u_t | f_t)``. Drawn paths make the list a proper proposal for
+sampling-importance-resampling: the head-to-head node weights each path by another module's
+word probabilities P(u | d) and resamples one; the recogniser relearns its units (means,
+variances, unigram weights) from the frames' resampled units, blending the new estimates into
+the old by ``relearn_rate``, and decodes again.
+
+Ports:
+    ``audio`` (accepts ``sequences``, size D): padded feature frames and their counts.
+    ``w`` (sends ``nbest``, accepts ``nbest``, size ``n_units``): N-best unit paths out;
+    the resampled path of each utterance (B = 1) in.
+
+Without resampled hypotheses the recogniser decodes once and keeps its N-best (the
+"recogniser alone" baseline).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from serket.errors import DataError, MessageError
+from serket.messages import NBest, Sequences
+from serket.module import Module, Port
+
+__all__ = ["Recognizer", "diagonal_gaussian_log_likelihood", "kmeans"]
+
+
+def diagonal_gaussian_log_likelihood(frames, means, variances, *, chunk: int = 32768):
+    """log N(f; m_u, diag(v_u)) for every frame and unit: (M, U), computed in chunks."""
+    const = -0.5 * (variances.log().sum(1) + means.shape[1] * math.log(2 * math.pi))  # (U,)
+    precision = 1.0 / variances                                                  # (U, D)
+    mp = means * precision
+    mmp = (means * mp).sum(1)                                                    # (U,)
+    out = []
+    for start in range(0, frames.shape[0], chunk):
+        f = frames[start:start + chunk]
+        quad = (f * f) @ precision.T - 2.0 * f @ mp.T + mmp                      # (m, U)
+        out.append(const - 0.5 * quad)
+    return torch.cat(out)
+
+
+def _sq_distances(points, centres):
+    return (points.pow(2).sum(1, keepdim=True) - 2.0 * points @ centres.T + centres.pow(2).sum(1)).clamp_min(0)
+
+
+def kmeans(points, k: int, *, iterations: int = 25, restarts: int = 3, generator=None,
+           sample: int = 20000, chunk: int = 32768):
+    """k-means++ seeding and Lloyd iterations, best of ``restarts`` by inertia (unsupervised).
+
+    Seeding and iterations run on a random subset of ``sample`` points (all of them when fewer);
+    the result labels every point. Returns (centres (k, D), labels (M,)).
+    """
+    n = points.shape[0]
+    if n < k:
+        raise DataError(f"k-means: {n} points cannot make {k} clusters")
+    device = points.device
+    subset = points if n <= sample else points[torch.randperm(n, generator=generator, device=device)[:sample]]
+    best = None
+    for _ in range(restarts):
+        first = torch.randint(subset.shape[0], (1,), generator=generator, device=device)
+        centres = subset[first]
+        closest = _sq_distances(subset, centres).squeeze(1)
+        for _ in range(1, k):
+            probs = closest / closest.sum() if float(closest.sum()) > 0 else torch.full_like(closest, 1.0 / len(closest))
+            idx = torch.multinomial(probs, 1, generator=generator)
+            centres = torch.cat([centres, subset[idx]])
+            closest = torch.minimum(closest, _sq_distances(subset, subset[idx]).squeeze(1))
+        for _ in range(iterations):
+            labels = _sq_distances(subset, centres).argmin(1)
+            counts = torch.bincount(labels, minlength=k).to(subset.dtype)
+            sums = torch.zeros_like(centres).index_add_(0, labels, subset)
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        inertia = float(_sq_distances(subset, centres).amin(1).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, centres)
+    centres = best[1]
+    labels = torch.cat([_sq_distances(points[s:s + chunk], centres).argmin(1) for s in range(0, n, chunk)])
+    return centres, labels
+
+
+class Recognizer(Module):
+    """Unsupervised recogniser over discovered acoustic units, with N-best output.
+
+    Args:
+        name: node name.
+        n_units: U, the number of acoustic units (the recogniser's vocabulary).
+        dim: D, feature values per frame (the front end's dimension).
+        n_best: hypotheses per utterance (the best path and ``n_best - 1`` drawn paths).
+        position_weight: scale of the relative-position feature appended to each frame
+            (0 switches it off).
+        relearn_rate: weight of the estimates from resampled hypotheses when blended into the
+            current units (1 = replace them).
+        shrinkage: each unit's variance is shrunk towards the pooled variance by this share.
+        variance_floor: smallest variance per dimension.
+        restarts, iterations: k-means restarts (the best by inertia is kept) and iterations.
+    """
+
+    def __init__(self, name: str, n_units: int = 64, dim: int = 39, *, n_best: int = 10,
+                 position_weight: float = 2.0, relearn_rate: float = 0.5, shrinkage: float = 0.1,
+                 variance_floor: float = 1e-3, restarts: int = 3, iterations: int = 25,
+                 seed: int = 0, device="cpu"):
+        super().__init__(name, seed=seed, device=device)
+        checks = [
+            (int(n_units) >= 2, f"n_units must be at least 2, got {n_units}"),
+            (int(dim) >= 1, f"dim must be positive, got {dim}"),
+            (int(n_best) >= 1, f"n_best must be at least 1, got {n_best}"),
+            (0.0 < relearn_rate <= 1.0, f"relearn_rate must be in (0, 1], got {relearn_rate}"),
+            (0.0 <= shrinkage < 1.0, f"shrinkage must be in [0, 1), got {shrinkage}"),
+            (position_weight >= 0, f"position_weight must be non-negative, got {position_weight}"),
+        ]
+        for ok, text in checks:
+            if not ok:
+                raise ValueError(f"Recognizer {name!r}: {text}")
+        self.n_units, self.dim, self.n_best = int(n_units), int(dim), int(n_best)
+        self.position_weight, self.relearn_rate = float(position_weight), float(relearn_rate)
+        self.shrinkage, self.variance_floor = float(shrinkage), float(variance_floor)
+        self.restarts, self.iterations = int(restarts), int(iterations)
+        self.means_ = self.variances_ = self.log_weights_ = None
+        self.nbest_: NBest | None = None
+        self.n_relearned_ = 0
+        self._frames = None  # cache: (message, frames (M, D+1), item of each frame, position)
+
+    # --- ports and input ----------------------------------------------------------------------
+    def ports(self):
+        return {
+            "audio": Port("audio", accepts=("sequences",), size=self.dim, doc="padded feature frames"),
+            "w": Port("w", sends=("nbest",), accepts=("nbest",), size=self.n_units,
+                      doc="N-best unit paths out; resampled paths in"),
+        }
+
+    def _check_input(self, port, message):
+        if port == "audio":
+            if message.n_items == 0:
+                raise DataError(f"Recognizer {self.name!r}: no utterances on port 'audio'")
+            if int(message.lengths.sum()) < self.n_units:
+                raise DataError(f"Recognizer {self.name!r}: {int(message.lengths.sum())} frames in all "
+                                f"cannot train {self.n_units} units")
+        elif port == "w":
+            if message.hypotheses.shape[1] != 1:
+                raise MessageError(f"Recognizer {self.name!r}: port 'w' takes one resampled hypothesis per "
+                                   f"utterance, got {message.hypotheses.shape[1]}")
+
+    def _flat_frames(self):
+        if "audio" not in self.inbox:
+            raise DataError(f"Recognizer {self.name!r}: no audio received on port 'audio'")
+        audio: Sequences = self.inbox["audio"]
+        if self._frames is not None and self._frames[0] is audio:
+            return self._frames[1:]
+        mask = audio.mask()
+        item = torch.arange(audio.n_items, device=self.device)[:, None].expand_as(mask)[mask]
+        position = torch.arange(mask.shape[1], device=self.device)[None, :].expand_as(mask)[mask]
+        relative = position.to(audio.values.dtype) / (audio.lengths[item] - 1).clamp_min(1)
+        frames = torch.cat([audio.values[mask], self.position_weight * relative[:, None]], 1).float()
+        self._frames = (audio, frames, item, position)
+        return frames, item, position
+
+    # --- learning -----------------------------------------------------------------------------
+    def _estimate(self, frames, labels):
+        """Unit means, variances and log weights from labelled frames; empty units get None rows."""
+        counts = torch.bincount(labels, minlength=self.n_units).to(frames.dtype)
+        sums = torch.zeros(self.n_units, frames.shape[1], device=frames.device).index_add_(0, labels, frames)
+        squares = torch.zeros_like(sums).index_add_(0, labels, frames * frames)
+        safe = counts.clamp_min(1)[:, None]
+        means = sums / safe
+        variances = (squares / safe - means * means).clamp_min(0)
+        pooled = frames.var(0, unbiased=False)
+        variances = ((1 - self.shrinkage) * variances + self.shrinkage * pooled).clamp_min(self.variance_floor)
+        log_weights = torch.log((counts + 1.0) / (counts.sum() + self.n_units))
+        return means, variances, log_weights, counts > 0
+
+    def _initialise(self, frames):
+        _, labels = kmeans(frames, self.n_units, iterations=self.iterations, restarts=self.restarts,
+                           generator=self.generator)
+        self.means_, self.variances_, self.log_weights_, _ = self._estimate(frames, labels)
+
+    def _relearn(self, frames, item, position, chosen: NBest) -> None:
+        if chosen.n_items != self.inbox["audio"].n_items:
+            raise MessageError(f"Recognizer {self.name!r}: {chosen.n_items} resampled hypotheses for "
+                               f"{self.inbox['audio'].n_items} utterances")
+        labels = chosen.hypotheses[item, 0, position]
+        if bool((labels < 0).any()) or bool((labels >= self.n_units).any()):
+            raise MessageError(f"Recognizer {self.name!r}: a resampled hypothesis is shorter than its "
+                               f"utterance or uses an unknown unit")
+        means, variances, log_weights, seen = self._estimate(frames, labels)
+        rate = self.relearn_rate * seen.to(means.dtype)[:, None]  # units nobody chose keep their model
+        self.means_ = (1 - rate) * self.means_ + rate * means
+        self.variances_ = (1 - rate) * self.variances_ + rate * variances
+        self.log_weights_ = torch.log_softmax(
+            (1 - self.relearn_rate) * self.log_weights_ + self.relearn_rate * log_weights, 0)
+        self.n_relearned_ += 1
+
+    def frame_log_posteriors(self, frames=None):
+        """log q(u | f) for every valid frame: (M, U)."""
+        if frames is None:
+            frames = self._flat_frames()[0]
+        ll = diagonal_gaussian_log_likelihood(frames, self.means_, self.variances_) + self.log_weights_
+        return torch.log_softmax(ll, 1)
+
+    def decode(self) -> NBest:
+        frames, item, position = self._flat_frames()
+        audio = self.inbox["audio"]
+        logq = self.frame_log_posteriors(frames)
+        best = logq.argmax(1, keepdim=True)
+        if self.n_best > 1:
+            gumbel = -torch.log(-torch.log(torch.rand(
+                (logq.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
+                device=self.device).clamp_(1e-12, 1 - 1e-7)))
+            drawn = (logq[:, None, :] + gumbel).argmax(2)  # Gumbel-max: draws from q(u | f)
+            paths = torch.cat([best, drawn], 1)          # (M, B)
+        else:
+            paths = best
+        frame_scores = logq.gather(1, paths)               # (M, B)
+        n, length = audio.n_items, audio.values.shape[1]
+        scores = torch.zeros(n, paths.shape[1], device=self.device).index_add_(0, item, frame_scores)
+        hyps = torch.full((n, paths.shape[1], length), -1, dtype=torch.long, device=self.device)
+        hyps[item, :, position] = paths
+        return NBest(hyps, scores)
+
+    def update(self) -> None:
+        frames, item, position = self._flat_frames()
+        relearned = False
+        if self.means_ is None:
+            self._initialise(frames)
+            relearned = True
+        elif "w" in self.inbox:
+            self._relearn(frames, item, position, self.inbox.pop("w"))  # consumed: used once
+            relearned = True
+        if relearned or self.nbest_ is None or self.nbest_.n_items != self.inbox["audio"].n_items:
+            self.nbest_ = self.decode()
+        self.n_updates += 1
+
+    def publish(self):
+        return {} if self.nbest_ is None else {"w": self.nbest_}
+
+    def best_units(self) -> torch.Tensor:
+        """(N, V) counts of each unit on each utterance's best path."""
+        hyps = self.nbest_.hypotheses[:, 0]
+        counts = torch.zeros(hyps.shape[0], self.n_units, device=self.device)
+        return counts.scatter_add_(1, hyps.clamp_min(0), (hyps >= 0).to(counts.dtype))
+
+    def diagnostics(self) -> dict:
+        if self.nbest_ is None:
+            return {}
+        used = int((self.best_units().sum(0) > 0).sum())
+        return {"units_used": used, "relearned": self.n_relearned_,
+                "mean_best_log_score": float(self.nbest_.log_scores[:, 0].mean())}
+
+    # --- state --------------------------------------------------------------------------------
+    def _learned_state(self):
+        def cpu(t):
+            return None if t is None else t.detach().cpu()
+        return {"means": cpu(self.means_), "variances": cpu(self.variances_),
+                "log_weights": cpu(self.log_weights_), "n_relearned": self.n_relearned_,
+                "nbest": None if self.nbest_ is None else self.nbest_.state()}
+
+    def _load_learned_state(self, state):
+        self.means_, self.variances_, self.log_weights_ = state["means"], state["variances"], state["log_weights"]
+        self.n_relearned_ = int(state["n_relearned"])
+        self.nbest_ = None if state["nbest"] is None else NBest.from_state(state["nbest"])
+        self._frames = None
+
+    def _move_state(self, device):
+        for key in ("means_", "variances_", "log_weights_"):
+            value = getattr(self, key, None)
+            if value is not None:
+                setattr(self, key, value.to(device))
+        if getattr(self, "nbest_", None) is not None:
+            self.nbest_ = self.nbest_.to(device)
+        self._frames = None
+
+    def extra_repr(self):
+        return (f"name={self.name!r}, n_units={self.n_units}, dim={self.dim}, n_best={self.n_best}, "
+                f"position_weight={self.position_weight}, relearn_rate={self.relearn_rate}, "
+                f"shrinkage={self.shrinkage}, device={self.device}")

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch.distributions import Independent, Normal
+
+from serket.errors import DataError, MessageError
+from serket.messages import NBest, Sequences
+from serket.modules.asr import Recognizer, diagonal_gaussian_log_likelihood, kmeans
+from serket.testing import check_module
+
+
+def _toy_speech(n=60, d=3, seed=0, noise=0.3):
+    """Utterances made of two 'phones' each: three word types, sequences of 4-8 frames."""
+    gen = torch.Generator().manual_seed(seed)
+    phones = 5 * torch.randn(4, d, generator=gen)
+    words = [(0, 1), (2, 3), (1, 2)]
+    lengths = torch.randint(4, 9, (n,), generator=gen)
+    values = torch.zeros(n, 8, d)
+    labels = torch.arange(n) % 3
+    for i in range(n):
+        half = int(lengths[i]) // 2
+        a, b = words[int(labels[i])]
+        values[i, :half] = phones[a]
+        values[i, half:lengths[i]] = phones[b]
+        values[i, :lengths[i]] += noise * torch.randn(int(lengths[i]), d, generator=gen)
+    return Sequences(values, lengths), labels
+
+
+def test_gaussian_log_likelihood_matches_torch():
+    gen = torch.Generator().manual_seed(0)
+    frames, means = torch.randn(50, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    variances = torch.rand(3, 4, generator=gen) + 0.2
+    expected = torch.stack([Independent(Normal(means[u], variances[u].sqrt()), 1).log_prob(frames)
+                            for u in range(3)], 1)
+    assert torch.allclose(diagonal_gaussian_log_likelihood(frames, means, variances, chunk=7), expected, atol=1e-4)
+
+
+def test_kmeans_recovers_separated_clusters():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = centres[torch.arange(300) % 3] + torch.randn(300, 2, generator=gen)
+    found, labels = kmeans(points, 3, generator=gen)
+    order = found[:, 0].argsort()
+    assert torch.allclose(found[order][:, 0].sort().values, torch.tensor([0.0, 0.0, 10.0]), atol=0.4)
+    # every true cluster is exactly one found cluster
+    for k in range(3):
+        assert len(torch.unique(labels[torch.arange(300) % 3 == k])) == 1
+
+
+def test_drawn_paths_follow_the_frame_posteriors():
+    speech, _ = _toy_speech(noise=4.0)  # overlapping units: ambiguous frames
+    asr = Recognizer("asr", n_units=4, dim=3, n_best=2000, position_weight=0.0, seed=1)
+    asr.receive("audio", speech)
+    asr.update()
+    logq = asr.frame_log_posteriors()
+    # pick the most ambiguous frame and compare the drawn units (hypotheses 1..B-1) with q
+    frame = int((-(logq.exp() * logq).sum(1)).argmax())
+    _, item, position = asr._flat_frames()
+    drawn = asr.nbest_.hypotheses[item[frame], 1:, position[frame]].numpy()
+    q = logq[frame].exp().double().numpy()
+    counts = np.bincount(drawn, minlength=4)
+    keep = q * len(drawn) > 5
+    chi2 = stats.chisquare(counts[keep], q[keep] / q[keep].sum() * counts[keep].sum())
+    assert chi2.pvalue > 0.001, (counts, q)
+    # the first hypothesis is the best path and the scores are the path log probabilities
+    assert torch.equal(asr.nbest_.hypotheses[item, 0, position], logq.argmax(1))
+    best = logq.max(1).values
+    assert torch.allclose(asr.nbest_.log_scores[:, 0], torch.zeros(speech.n_items).index_add_(0, item, best), atol=1e-4)
+
+
+def test_relearning_from_given_paths_fits_those_units():
+    speech, labels = _toy_speech()
+    asr = Recognizer("asr", n_units=4, dim=3, n_best=3, position_weight=0.0, relearn_rate=1.0, shrinkage=0.0)
+    asr.receive("audio", speech)
+    asr.update()
+    frames, item, position = asr._flat_frames()
+    # resampled paths that put every frame of every utterance in unit 2 except the first frame
+    hyps = torch.full((speech.n_items, 1, 8), -1, dtype=torch.long)
+    mask = speech.mask()
+    hyps[:, 0][mask] = 2
+    hyps[:, 0, 0] = 0
+    asr.receive("w", NBest(hyps, torch.zeros(speech.n_items, 1)))
+    asr.update()
+    firsts = position == 0
+    assert torch.allclose(asr.means_[0], frames[firsts].mean(0), atol=1e-4)
+    assert torch.allclose(asr.means_[2], frames[~firsts].mean(0), atol=1e-4)
+    assert asr.n_relearned_ == 1 and "w" not in asr.inbox
+
+
+def test_recognizer_alone_discovers_the_toy_words():
+    from serket.metrics import clustering_accuracy
+
+    speech, labels = _toy_speech()
+    asr = Recognizer("asr", n_units=4, dim=3, n_best=1, position_weight=0.0)
+    asr.receive("audio", speech)
+    asr.update()
+    # first-frame unit and last-frame unit identify the word
+    lengths = speech.lengths
+    first = asr.nbest_.hypotheses[:, 0, 0]
+    last = asr.nbest_.hypotheses[torch.arange(speech.n_items), 0, lengths - 1]
+    assert clustering_accuracy(labels, first * 4 + last) == 1.0
+
+
+def test_recognizer_conformance():
+    speech, _ = _toy_speech(n=30)
+    check_module(lambda: Recognizer("asr", n_units=4, dim=3, n_best=3, seed=2), {"audio": speech})
+
+
+def test_recognizer_errors_are_clear():
+    speech, _ = _toy_speech(n=10)
+    asr = Recognizer("asr", n_units=4, dim=3)
+    with pytest.raises(DataError, match="no audio received"):
+        asr.update()
+    with pytest.raises(DataError, match="frames in all cannot train 500 units"):
+        Recognizer("big", n_units=500, dim=3).receive("audio", speech)
+    asr.receive("audio", speech)
+    asr.update()
+    with pytest.raises(MessageError, match="one resampled hypothesis per utterance"):
+        asr.receive("w", NBest(torch.zeros(10, 2, 8, dtype=torch.long), torch.zeros(10, 2)))
+    short = torch.full((10, 1, 8), -1, dtype=torch.long)
+    short[:, 0, 0] = 1
+    asr.receive("w", NBest(short, torch.zeros(10, 1)))
+    with pytest.raises(MessageError, match="shorter than its utterance"):
+        asr.update()
+    with pytest.raises(ValueError, match="relearn_rate"):
+        Recognizer("r", relearn_rate=0.0)
