@@ -16,6 +16,8 @@ Built only from serket's public API.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from serket.connections import Observation
@@ -67,3 +69,72 @@ def run_lda_asr(sequences, labels, *, rounds: int, linked: bool = True, seed: in
                                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, prefix=prefix)
     history = trainer.run()
     return {"graph": graph, "history": history, "final": history[-1]["metrics"]["lda"] if history else None}
+
+
+# --- the benchmark: `serket bench lda-asr` -----------------------------------------------------
+PUBLISHED = {"separate": 27.5, "linked": 92.7}  # Taniguchi et al. (2020), LDA accuracy on speech, %
+
+
+def _parser():
+    from serket.benchmarking import benchmark_parser
+
+    p = benchmark_parser("serket bench lda-asr", "LDA+ASR on spoken digits: recogniser alone vs linked, several seeds.", rounds=8)
+    p.add_argument("--units", type=int, default=64, help="acoustic units the recogniser discovers")
+    p.add_argument("--n-best", type=int, default=50, help="hypotheses per utterance (published: 10)")
+    p.add_argument("--relearn-rate", type=float, default=1.0)
+    p.add_argument("--sweeps", type=int, default=100, help="LDA Gibbs sweeps per round")
+    p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"],
+                   help="FSDD recordings (real) or spoken digits synthesised with espeak-ng")
+    p.add_argument("--out", default="results/lda_asr")
+    return p
+
+
+def load_speech(kind: str, *, data_dir=None, verbose: bool = False):
+    """Spoken digits: ``"fsdd"`` (the real recordings in the data folder), ``"synthetic"``
+    (espeak-ng, made once and cached), ``"auto"`` (FSDD wherever it can be had, else synthetic)."""
+    from serket.speech import load_fsdd
+
+    source = {"auto": "auto", "fsdd": "shared", "synthetic": "synthetic"}[kind]
+    return load_fsdd(data_dir=data_dir, source=source, verbose=verbose)
+
+
+def bench_main(argv=None) -> dict:
+    from serket.benchmarking import run_benchmark
+    from serket.metrics import confusion_matrix
+    from serket.reporting import plot_confusion
+
+    args = _parser().parse_args(argv)
+    digits = load_speech(args.speech, data_dir=args.data_dir)
+    if args.quick:
+        keep = torch.arange(len(digits)) % 10 == 0
+        digits = digits.subset(keep.nonzero().squeeze(1))
+        args.rounds, args.sweeps, args.units, args.n_best = 2, 10, 16, 5
+        args.seeds = args.seeds[:1]
+    kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
+    data_line = (f"data: {digits.source}, {len(digits)} utterances, {len(set(digits.speakers))} "
+                 f"speakers/voices — {kind}")
+    sequences = speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device)
+
+    def run_one(config, seed, checkpoint_dir):
+        return run_lda_asr(
+            sequences, digits.labels, rounds=args.rounds, linked=(config == "linked"), seed=seed,
+            device=args.device, checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
+            prefix=f"[{config} seed {seed}] ", n_units=args.units,
+            asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate}, lda={"sweeps": args.sweeps},
+        )
+
+    out = Path(args.out)
+    title = "LDA+ASR on " + ("synthetic spoken digits" if digits.synthetic else "FSDD")
+    bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
+                          run_one=run_one, node="lda", out=out,
+                          published={} if digits.synthetic else PUBLISHED,
+                          settings={k: v for k, v in vars(args).items() if k != "out"},
+                          compare=("separate", "linked"),
+                          extra_info={"synthetic": digits.synthetic, "source": digits.source})
+    for config, by_seed in bench["results"].items():
+        seed = args.seeds[-1]
+        graph = by_seed[seed]["graph"]
+        plot_confusion(confusion_matrix(digits.labels, graph.node("lda").predict().cpu()),
+                       out / f"confusion_{config}.png", title=f"{config}: LDA topics vs digits (seed {seed})")
+        graph.draw(out / f"graph_{config}.png")
+    return bench

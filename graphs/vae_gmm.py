@@ -11,6 +11,8 @@ Built only from serket's public API.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from serket.connections import Observation
@@ -55,13 +57,9 @@ PUBLISHED = {"separate": 63.7, "linked": 66.7}  # Taniguchi et al. (2020), GMM a
 
 
 def _parser():
-    import argparse
+    from serket.benchmarking import benchmark_parser
 
-    p = argparse.ArgumentParser(prog="serket bench vae-gmm",
-                                description="VAE+GMM on MNIST: separate vs linked, several seeds.")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--configs", nargs="+", default=["separate", "linked"], choices=["separate", "linked"])
-    p.add_argument("--rounds", type=int, default=10)
+    p = benchmark_parser("serket bench vae-gmm", "VAE+GMM on MNIST: separate vs linked, several seeds.", rounds=10)
     p.add_argument("--epochs", type=int, default=20, help="VAE epochs per round after the first")
     p.add_argument("--first-epochs", type=int, default=100, help="VAE epochs in the first round")
     p.add_argument("--sweeps", type=int, default=50, help="GMM Gibbs sweeps per round")
@@ -71,22 +69,17 @@ def _parser():
     p.add_argument("--kl-weight", type=float, default=1.0, help="VAE KL weight")
     p.add_argument("--prior-variance", default="unit", choices=["unit", "cluster"])
     p.add_argument("--restart", default="warm", choices=["warm", "reinit"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None, help="folder holding mnist.npz (default $SERKET_DATA_DIR)")
     p.add_argument("--out", default="results/vae_gmm", help="folder for JSON, Markdown, PNG and checkpoints")
     p.add_argument("--published", action="store_true",
                    help="the published setting: 40 rounds, 200 VAE epochs per round")
-    p.add_argument("--quick", action="store_true", help="a smoke-test setting (tiny data, 2 rounds)")
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
     return p
 
 
 def bench_main(argv=None) -> dict:
-    from pathlib import Path
-
+    from serket.benchmarking import run_benchmark
     from serket.data import load_mnist, load_mnist_subset
     from serket.metrics import confusion_matrix
-    from serket.reporting import format_mean_sd, plot_confusion, plot_latent, plot_rounds, write_json, write_text
+    from serket.reporting import plot_confusion, plot_latent
 
     args = _parser().parse_args(argv)
     if args.published:
@@ -94,71 +87,34 @@ def bench_main(argv=None) -> dict:
     if args.quick:
         args.per_class, args.rounds, args.epochs, args.first_epochs, args.sweeps = 20, 2, 2, 3, 5
         args.seeds = args.seeds[:2]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
     data_line = f"data: MNIST train ({info['source']}: {info['path']}), {args.per_class} per digit — real images"
-    print(data_line, flush=True)
-    settings = {k: v for k, v in vars(args).items()}
-    print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("out",)), flush=True)
 
-    runs: dict[str, list[dict]] = {c: [] for c in args.configs}
-    last_graph = {}
-    for config in args.configs:
-        for seed in args.seeds:
-            x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
-            result = run_vae_gmm(
-                x, y, rounds=args.rounds, linked=(config == "linked"), seed=seed, device=args.device,
-                checkpoint_dir=out / "checkpoints" / f"{config}-seed{seed}", resume=not args.no_resume,
-                prefix=f"[{config} seed {seed}] ",
-                vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "restart": args.restart,
-                     "hidden": tuple(args.hidden), "kl_weight": args.kl_weight},
-                gmm={"sweeps": args.sweeps, "prior_variance": args.prior_variance},
-            )
-            history = result["history"]
-            runs[config].append({
-                "seed": seed,
-                "final": history[-1]["metrics"]["gmm"],
-                "accuracy_per_round": [h["metrics"]["gmm"]["accuracy"] for h in history],
-                "seconds": sum(h["seconds"] for h in history),
-            })
-            last_graph[config] = (result["graph"], y)
+    def run_one(config, seed, checkpoint_dir):
+        x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
+        result = run_vae_gmm(
+            x, y, rounds=args.rounds, linked=(config == "linked"), seed=seed, device=args.device,
+            checkpoint_dir=checkpoint_dir, resume=not args.no_resume, prefix=f"[{config} seed {seed}] ",
+            vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "restart": args.restart,
+                 "hidden": tuple(args.hidden), "kl_weight": args.kl_weight},
+            gmm={"sweeps": args.sweeps, "prior_variance": args.prior_variance},
+        )
+        result["labels"] = y
+        return result
 
-    lines = [data_line, "", "| configuration | GMM accuracy (%) | ARI | NMI | published (%) | seconds per run |",
-             "|---|---|---|---|---|---|"]
-    summary = {}
-    for config, rs in runs.items():
-        acc = [r["final"]["accuracy"] for r in rs]
-        ari = [r["final"]["ari"] for r in rs]
-        nmi = [r["final"]["nmi"] for r in rs]
-        secs = [r["seconds"] for r in rs]
-        summary[config] = {"accuracy": acc, "ari": ari, "nmi": nmi, "seconds": secs}
-        lines.append(f"| {config} | {format_mean_sd(acc)} | {format_mean_sd(ari, 1, 3)} | "
-                     f"{format_mean_sd(nmi, 1, 3)} | {PUBLISHED[config]} | {format_mean_sd(secs, 1, 0)} |")
-    if {"separate", "linked"} <= set(runs):
-        by_seed = {c: {r["seed"]: r["final"]["accuracy"] for r in runs[c]} for c in ("separate", "linked")}
-        diffs = [by_seed["linked"][s] - by_seed["separate"][s] for s in args.seeds
-                 if s in by_seed["linked"] and s in by_seed["separate"]]
-        summary["linked_minus_separate"] = diffs
-        lines.append(f"| linked − separate, paired by seed | {format_mean_sd(diffs)} | | | "
-                     f"{PUBLISHED['linked'] - PUBLISHED['separate']:.1f} | |")
-    lines.append("")
-    lines.append(f"seeds {args.seeds}; mean ± sd across seeds; accuracy after Hungarian matching of clusters to digits.")
-    table = "\n".join(lines)
-    print(table, flush=True)
-
-    write_json(out / "results.json", {"data": data_line, "data_info": info, "settings": settings,
-                                      "published": PUBLISHED, "summary": summary, "runs": runs})
-    write_text(out / "results.md", "# VAE+GMM on MNIST\n\n" + table + "\n")
-    plot_rounds({c: [[a * 100 for a in r["accuracy_per_round"]] for r in rs] for c, rs in runs.items()},
-                out / "accuracy_per_round.png", title="VAE+GMM on MNIST: GMM accuracy per round",
-                references={f"published {k}": v for k, v in PUBLISHED.items() if k in runs})
-    for config, (graph, y) in last_graph.items():
+    out = Path(args.out)
+    bench = run_benchmark(title="VAE+GMM on MNIST", data_line=data_line, configs=args.configs,
+                          seeds=args.seeds, run_one=run_one, node="gmm", out=out, published=PUBLISHED,
+                          settings={k: v for k, v in vars(args).items() if k != "out"},
+                          compare=("separate", "linked"), extra_info={"data_info": info})
+    for config, by_seed in bench["results"].items():
+        seed = args.seeds[-1]
+        graph, y = by_seed[seed]["graph"], by_seed[seed]["labels"]
         gmm, vae = graph.node("gmm"), graph.node("vae")
         pred = gmm.predict().cpu()
         plot_confusion(confusion_matrix(y, pred), out / f"confusion_{config}.png",
-                       title=f"{config}: GMM clusters vs digits (seed {args.seeds[-1]})")
+                       title=f"{config}: GMM clusters vs digits (seed {seed})")
         plot_latent(vae.latent_.cpu().numpy(), pred.numpy(), out / f"latent_{config}.png",
                     title=f"{config}: VAE latent (PCA), coloured by GMM cluster")
         graph.draw(out / f"graph_{config}.png")
-    return {"summary": summary, "runs": runs}
+    return bench

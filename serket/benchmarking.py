@@ -1,0 +1,95 @@
+"""The shared machinery of the architecture benchmarks: configurations x seeds, tables, files.
+
+A benchmark names its configurations (``"separate"``, ``"linked"``, ...), gives a function that
+trains one configuration with one seed and returns its trainer history, and says which node's
+metrics to report. :func:`run_benchmark` runs the grid (each run checkpointed under
+``out/checkpoints/<config>-seed<seed>`` so that an interrupted benchmark resumes), prints the
+table beside the published figures with the paired difference between two configurations,
+and writes ``results.json``, ``results.md`` and ``accuracy_per_round.png``. Every file and the
+first printed line say which data were used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .reporting import format_mean_sd, plot_rounds, write_json, write_text
+
+__all__ = ["run_benchmark", "benchmark_parser"]
+
+
+def benchmark_parser(prog: str, description: str, *, rounds: int):
+    """An argument parser with the options every architecture benchmark shares."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--configs", nargs="+", default=["separate", "linked"], choices=["separate", "linked"])
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--data-dir", default=None, help="the data folder (default $SERKET_DATA_DIR)")
+    p.add_argument("--quick", action="store_true", help="a smoke-test setting: tiny data, 2 rounds")
+    p.add_argument("--no-resume", action="store_true", help="ignore the checkpoints in --out")
+    return p
+
+
+def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list[int],
+                  run_one: Callable[[str, int, Path], dict], node: str, out,
+                  published: dict[str, float] | None = None, settings: dict | None = None,
+                  compare: tuple[str, str] | None = None, extra_info: dict | None = None) -> dict:
+    """Run every configuration with every seed; returns ``{"summary", "runs", "results"}``.
+
+    ``run_one(config, seed, checkpoint_dir)`` returns a dict with at least ``"history"`` (the
+    trainer's per-round records); whatever else it returns is kept in ``results`` for plots.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    published = published or {}
+    print(data_line, flush=True)
+    if settings:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
+    runs: dict[str, list[dict]] = {c: [] for c in configs}
+    results: dict[str, dict[int, dict]] = {c: {} for c in configs}
+    for config in configs:
+        for seed in seeds:
+            result = run_one(config, seed, out / "checkpoints" / f"{config}-seed{seed}")
+            history = result["history"]
+            runs[config].append({
+                "seed": seed,
+                "final": history[-1]["metrics"][node],
+                "accuracy_per_round": [h["metrics"][node]["accuracy"] for h in history],
+                "seconds": sum(h["seconds"] for h in history),
+            })
+            results[config][seed] = result
+
+    lines = [data_line, "", f"| configuration | {node} accuracy (%) | ARI | NMI | published (%) | seconds per run |",
+             "|---|---|---|---|---|---|"]
+    summary: dict = {}
+    for config, rs in runs.items():
+        acc = [r["final"]["accuracy"] for r in rs]
+        ari = [r["final"]["ari"] for r in rs]
+        nmi = [r["final"]["nmi"] for r in rs]
+        secs = [r["seconds"] for r in rs]
+        summary[config] = {"accuracy": acc, "ari": ari, "nmi": nmi, "seconds": secs}
+        lines.append(f"| {config} | {format_mean_sd(acc)} | {format_mean_sd(ari, 1, 3)} | "
+                     f"{format_mean_sd(nmi, 1, 3)} | {published.get(config, '-')} | {format_mean_sd(secs, 1, 0)} |")
+    if compare and all(c in runs for c in compare):
+        a, b = compare
+        by_seed = {c: {r["seed"]: r["final"]["accuracy"] for r in runs[c]} for c in compare}
+        diffs = [by_seed[b][s] - by_seed[a][s] for s in seeds]
+        summary[f"{b}_minus_{a}"] = diffs
+        ref = (f"{published[b] - published[a]:.1f}" if a in published and b in published else "-")
+        lines.append(f"| {b} − {a}, paired by seed | {format_mean_sd(diffs)} | | | {ref} | |")
+    lines += ["", f"seeds {seeds}; mean ± sd across seeds; accuracy after Hungarian matching of "
+                  f"categories to the true digits (labels reach the metrics only)."]
+    table = "\n".join(lines)
+    print(table, flush=True)
+    write_json(out / "results.json", {"title": title, "data": data_line, "settings": settings or {},
+                                      "published": published, "summary": summary, "runs": runs,
+                                      **(extra_info or {})})
+    write_text(out / "results.md", f"# {title}\n\n{table}\n")
+    plot_rounds({c: [[a * 100 for a in r["accuracy_per_round"]] for r in rs] for c, rs in runs.items()},
+                out / "accuracy_per_round.png", title=f"{title}: {node} accuracy per round",
+                references={f"published {k}": v for k, v in published.items() if k in runs})
+    return {"summary": summary, "runs": runs, "results": results}
