@@ -187,10 +187,14 @@ class TailToTail(Node):
         smoothing: weight of the uniform distribution mixed into each prior.
         temperature: exponent applied to each incoming posterior before the product (1 = plain
             product; < 1 softens over-confident modules).
+        prior_temperature: per member, an exponent applied to the prior it is sent (default 1).
+            A module that applies its prior to every one of its tokens (an LDA with ``n``
+            tokens per document applies it ``n`` times) can be sent ``p ** (1 / n)`` this way.
     """
 
     def __init__(self, name: str, n_categories: int, *, smoothing: float = 0.01,
-                 temperature: float = 1.0, device="cpu"):
+                 temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
+                 device="cpu"):
         super().__init__(name, device)
         if n_categories < 1:
             raise GraphError(f"combiner {name!r}: n_categories must be positive")
@@ -199,6 +203,9 @@ class TailToTail(Node):
         self.n_categories = int(n_categories)
         self.smoothing = float(smoothing)
         self.temperature = float(temperature)
+        self.prior_temperature = {k: float(v) for k, v in (prior_temperature or {}).items()}
+        if any(v <= 0 for v in self.prior_temperature.values()):
+            raise GraphError(f"combiner {name!r}: prior temperatures must be positive")
         self.members: list[str] = []  # filled by the graph, one per connected module
         self.permutations: dict[str, torch.Tensor] = {}
         self.priors: dict[str, Categorical] = {}
@@ -237,7 +244,7 @@ class TailToTail(Node):
         total = sum(logs.values())
         uniform = 1.0 / self.n_categories
         for m in present:
-            product = torch.softmax(total - logs[m], dim=1)
+            product = torch.softmax(self.prior_temperature.get(m, 1.0) * (total - logs[m]), dim=1)
             prior_aligned = (1 - self.smoothing) * product + self.smoothing * uniform
             # back to the member's own label order: its category perm[j] is reference's j
             prior = torch.empty_like(prior_aligned)

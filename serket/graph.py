@@ -127,7 +127,8 @@ class Graph:
         self._add_edge(u, up, l, lp, HEAD_TO_TAIL, blocked=None if feedback else "down")
 
     def tail_to_tail(self, name: str, endpoints: list[str], *, smoothing: float = 0.01,
-                     temperature: float = 1.0, feedback: bool = True) -> TailToTail:
+                     temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
+                     feedback: bool = True) -> TailToTail:
         """A shared category: adds a combiner node ``name`` and connects each module port to it."""
         if len(endpoints) < 2:
             raise GraphError(f"tail-to-tail {name!r} needs at least two modules, got {endpoints}")
@@ -137,7 +138,11 @@ class Graph:
         if len(known) > 1:
             raise GraphError(f"tail-to-tail {name!r}: the category sizes differ: {sizes}")
         combiner = TailToTail(name, known.pop() if known else 1, smoothing=smoothing,
-                              temperature=temperature)
+                              temperature=temperature, prior_temperature=prior_temperature)
+        unknown = set(prior_temperature or {}) - {n for n, _ in resolved}
+        if unknown:
+            raise GraphError(f"tail-to-tail {name!r}: prior_temperature names modules it does not connect: "
+                             f"{sorted(unknown)}")
         self.add(combiner)
         for n, p in resolved:
             combiner.add_member(n)
