@@ -105,12 +105,16 @@ class Recognizer(Module):
         shrinkage: each unit's variance is shrunk towards the pooled variance by this share.
         variance_floor: smallest variance per dimension.
         restarts, iterations: k-means restarts (the best by inertia is kept) and iterations.
+        discriminant: when set, relearning also learns a linear projection of the frames to
+            this many dimensions that best separates the resampled units (Fisher's criterion:
+            between-unit against within-unit scatter), and models the units in that space.
+            None (default): units live in the front end's feature space.
     """
 
     def __init__(self, name: str, n_units: int = 64, dim: int = 39, *, n_best: int = 10,
                  position_weight: float = 2.0, relearn_rate: float = 0.5, shrinkage: float = 0.1,
                  variance_floor: float = 1e-3, restarts: int = 3, iterations: int = 25,
-                 seed: int = 0, device="cpu"):
+                 discriminant: int | None = None, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         checks = [
             (int(n_units) >= 2, f"n_units must be at least 2, got {n_units}"),
@@ -127,7 +131,10 @@ class Recognizer(Module):
         self.position_weight, self.relearn_rate = float(position_weight), float(relearn_rate)
         self.shrinkage, self.variance_floor = float(shrinkage), float(variance_floor)
         self.restarts, self.iterations = int(restarts), int(iterations)
-        self.means_ = self.variances_ = self.log_weights_ = None
+        if discriminant is not None and not 1 <= int(discriminant) <= self.dim + 1:
+            raise ValueError(f"Recognizer {name!r}: discriminant must be in [1, {self.dim + 1}], got {discriminant}")
+        self.discriminant = None if discriminant is None else int(discriminant)
+        self.means_ = self.variances_ = self.log_weights_ = self.projection_ = None
         self.nbest_: NBest | None = None
         self.n_relearned_ = 0
         self._frames = None  # cache: (message, frames (M, D+1), item of each frame, position)
@@ -193,6 +200,13 @@ class Recognizer(Module):
         if bool((labels < 0).any()) or bool((labels >= self.n_units).any()):
             raise MessageError(f"Recognizer {self.name!r}: a resampled hypothesis is shorter than its "
                                f"utterance or uses an unknown unit")
+        if self.discriminant is not None:
+            self.projection_ = self._fisher_projection(frames, labels)
+            self.means_, self.variances_, log_weights, _ = self._estimate(frames @ self.projection_, labels)
+            self.log_weights_ = torch.log_softmax(
+                (1 - self.relearn_rate) * self.log_weights_ + self.relearn_rate * log_weights, 0)
+            self.n_relearned_ += 1
+            return
         means, variances, log_weights, seen = self._estimate(frames, labels)
         rate = self.relearn_rate * seen.to(means.dtype)[:, None]  # units nobody chose keep their model
         self.means_ = (1 - rate) * self.means_ + rate * means
@@ -201,10 +215,29 @@ class Recognizer(Module):
             (1 - self.relearn_rate) * self.log_weights_ + self.relearn_rate * log_weights, 0)
         self.n_relearned_ += 1
 
+    def _fisher_projection(self, frames, labels):
+        """(D, p): directions maximising between-unit over within-unit scatter of the frames."""
+        frames = frames.double()
+        counts = torch.bincount(labels, minlength=self.n_units).double()
+        means = torch.zeros(self.n_units, frames.shape[1], dtype=frames.dtype,
+                            device=frames.device).index_add_(0, labels, frames) / counts.clamp_min(1)[:, None]
+        centred = frames - means[labels]
+        within = centred.T @ centred / frames.shape[0]
+        within = within + 1e-4 * torch.eye(within.shape[0], dtype=within.dtype, device=within.device) * within.diagonal().mean()
+        offsets = (means - frames.mean(0)) * counts.sqrt()[:, None]
+        between = offsets.T @ offsets / frames.shape[0]
+        chol = torch.linalg.cholesky(within)
+        inv = torch.linalg.solve_triangular(chol, torch.eye(chol.shape[0], dtype=chol.dtype, device=chol.device), upper=False)
+        values, vectors = torch.linalg.eigh(inv @ between @ inv.T)
+        top = vectors[:, values.argsort(descending=True)[: self.discriminant]]
+        return (inv.T @ top).float()
+
     def frame_log_posteriors(self, frames=None):
         """log q(u | f) for every valid frame: (M, U)."""
         if frames is None:
             frames = self._flat_frames()[0]
+        if self.projection_ is not None:
+            frames = frames @ self.projection_
         ll = diagonal_gaussian_log_likelihood(frames, self.means_, self.variances_) + self.log_weights_
         return torch.log_softmax(ll, 1)
 
@@ -261,18 +294,19 @@ class Recognizer(Module):
     def _learned_state(self):
         def cpu(t):
             return None if t is None else t.detach().cpu()
-        return {"means": cpu(self.means_), "variances": cpu(self.variances_),
+        return {"means": cpu(self.means_), "variances": cpu(self.variances_), "projection": cpu(self.projection_),
                 "log_weights": cpu(self.log_weights_), "n_relearned": self.n_relearned_,
                 "nbest": None if self.nbest_ is None else self.nbest_.state()}
 
     def _load_learned_state(self, state):
         self.means_, self.variances_, self.log_weights_ = state["means"], state["variances"], state["log_weights"]
+        self.projection_ = state["projection"]
         self.n_relearned_ = int(state["n_relearned"])
         self.nbest_ = None if state["nbest"] is None else NBest.from_state(state["nbest"])
         self._frames = None
 
     def _move_state(self, device):
-        for key in ("means_", "variances_", "log_weights_"):
+        for key in ("means_", "variances_", "log_weights_", "projection_"):
             value = getattr(self, key, None)
             if value is not None:
                 setattr(self, key, value.to(device))

@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 import torch
 
@@ -41,6 +43,12 @@ from .messages import Message
 from .module import Module, resolve_device
 
 __all__ = ["Graph"]
+
+
+def _settings(node) -> str:
+    """A node's configuration as printed, without its device (a run may resume elsewhere)."""
+    text = node.extra_repr() if hasattr(node, "extra_repr") else ""
+    return re.sub(r",? ?device=[^,)]*", "", text)
 
 
 def _split(endpoint: str) -> tuple[str, str]:
@@ -248,8 +256,8 @@ class Graph:
 
     # --- state ------------------------------------------------------------------------------
     def fingerprint(self) -> list:
-        """Node names, types and edges: what a checkpoint must match to be loaded here."""
-        nodes = [(n, type(d["obj"]).__name__) for n, d in self.nx.nodes(data=True)]
+        """Node names, types, settings and edges: what a checkpoint must match to be loaded here."""
+        nodes = [(n, type(d["obj"]).__name__, _settings(d["obj"])) for n, d in self.nx.nodes(data=True)]
         edges = [(p, c, e["kind"], e["parent_port"], e["child_port"]) for p, c, e in self.nx.edges(data=True)]
         return [sorted(nodes), sorted(edges)]
 

@@ -105,7 +105,7 @@ class AlternateTrainer:
         payload = load_checkpoint(path)
         if payload["graph"].get("fingerprint") != self.graph.fingerprint():
             raise CheckpointError(f"checkpoint {path} was written by a different graph "
-                                  f"(nodes, ports or connections differ); use another checkpoint_dir")
+                                  f"(nodes, settings, ports or connections differ); use another checkpoint_dir")
         if payload["schedule"] != self.schedule:
             raise CheckpointError(f"checkpoint {path} was written with schedule {payload['schedule']}, "
                                   f"not {self.schedule}")

@@ -132,3 +132,12 @@ def test_example_runs_as_a_smoke_test():
     spec.loader.exec_module(example)
     results = example.main(["--per-class", "10", "--rounds", "2", "--epochs", "1", "--sweeps", "3"])
     assert set(results) == {"separate", "linked"}
+
+
+def test_a_checkpoint_is_not_resumed_with_other_module_settings(tmp_path):
+    x, y = _data()
+    AlternateTrainer(_graph(x), rounds=1, checkpoint_dir=tmp_path, progress=False).run()
+    g = _graph(x)
+    g.node("gmm").sweeps = 7  # same graph, another setting
+    with pytest.raises(CheckpointError, match="settings"):
+        AlternateTrainer(g, rounds=2, checkpoint_dir=tmp_path, progress=False).run()
