@@ -78,10 +78,12 @@ PUBLISHED = {"separate": 27.5, "linked": 92.7}  # Taniguchi et al. (2020), LDA a
 def _parser():
     from serket.benchmarking import benchmark_parser
 
-    p = benchmark_parser("serket bench lda-asr", "LDA+ASR on spoken digits: recogniser alone vs linked, several seeds.", rounds=8)
+    p = benchmark_parser("serket bench lda-asr", "LDA+ASR on spoken digits: recogniser alone vs linked, several seeds.", rounds=10)
     p.add_argument("--units", type=int, default=64, help="acoustic units the recogniser discovers")
     p.add_argument("--n-best", type=int, default=50, help="hypotheses per utterance (published: 10)")
     p.add_argument("--relearn-rate", type=float, default=1.0)
+    p.add_argument("--discriminant", type=int, default=20,
+                   help="dimensions of the projection the recogniser relearns (0: off)")
     p.add_argument("--sweeps", type=int, default=100, help="LDA Gibbs sweeps per round")
     p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"],
                    help="FSDD recordings (real) or spoken digits synthesised with espeak-ng")
@@ -120,13 +122,15 @@ def bench_main(argv=None) -> dict:
             sequences, digits.labels, rounds=args.rounds, linked=(config == "linked"), seed=seed,
             device=args.device, checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
             prefix=f"[{config} seed {seed}] ", n_units=args.units,
-            asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate}, lda={"sweeps": args.sweeps},
+            asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate,
+                 "discriminant": args.discriminant or None},
+            lda={"sweeps": args.sweeps},
         )
 
     out = Path(args.out)
     title = "LDA+ASR on " + ("synthetic spoken digits" if digits.synthetic else "FSDD")
     bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
-                          run_one=run_one, node="lda", out=out,
+                          run_one=run_one, nodes="lda", out=out,
                           published={} if digits.synthetic else PUBLISHED,
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("separate", "linked"),

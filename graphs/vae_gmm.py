@@ -104,7 +104,7 @@ def bench_main(argv=None) -> dict:
 
     out = Path(args.out)
     bench = run_benchmark(title="VAE+GMM on MNIST", data_line=data_line, configs=args.configs,
-                          seeds=args.seeds, run_one=run_one, node="gmm", out=out, published=PUBLISHED,
+                          seeds=args.seeds, run_one=run_one, nodes="gmm", out=out, published=PUBLISHED,
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("separate", "linked"), extra_info={"data_info": info})
     for config, by_seed in bench["results"].items():

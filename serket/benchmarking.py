@@ -35,17 +35,25 @@ def benchmark_parser(prog: str, description: str, *, rounds: int):
 
 
 def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list[int],
-                  run_one: Callable[[str, int, Path], dict], node: str, out,
-                  published: dict[str, float] | None = None, settings: dict | None = None,
+                  run_one: Callable[[str, int, Path], dict], nodes, out,
+                  published: dict | None = None, settings: dict | None = None,
                   compare: tuple[str, str] | None = None, extra_info: dict | None = None) -> dict:
     """Run every configuration with every seed; returns ``{"summary", "runs", "results"}``.
 
     ``run_one(config, seed, checkpoint_dir)`` returns a dict with at least ``"history"`` (the
     trainer's per-round records); whatever else it returns is kept in ``results`` for plots.
+    ``nodes`` names the node (or nodes) whose categories are scored; ``published`` maps a
+    configuration to the published accuracy (%), or to ``{node: accuracy}`` for several nodes.
     """
+    nodes = [nodes] if isinstance(nodes, str) else list(nodes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     published = published or {}
+
+    def reference(config, node):
+        value = published.get(config)
+        return value.get(node) if isinstance(value, dict) else value
+
     print(data_line, flush=True)
     if settings:
         print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
@@ -57,30 +65,37 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
             history = result["history"]
             runs[config].append({
                 "seed": seed,
-                "final": history[-1]["metrics"][node],
-                "accuracy_per_round": [h["metrics"][node]["accuracy"] for h in history],
+                "final": {n: history[-1]["metrics"][n] for n in nodes},
+                "accuracy_per_round": {n: [h["metrics"][n]["accuracy"] for h in history] for n in nodes},
                 "seconds": sum(h["seconds"] for h in history),
             })
             results[config][seed] = result
 
-    lines = [data_line, "", f"| configuration | {node} accuracy (%) | ARI | NMI | published (%) | seconds per run |",
-             "|---|---|---|---|---|---|"]
+    header = "| configuration | " + " | ".join(
+        f"{n} accuracy (%) | {n} ARI | {n} NMI | {n} published (%)" for n in nodes) + " | seconds per run |"
+    lines = [data_line, "", header, "|---" * (1 + 4 * len(nodes) + 1) + "|"]
     summary: dict = {}
     for config, rs in runs.items():
-        acc = [r["final"]["accuracy"] for r in rs]
-        ari = [r["final"]["ari"] for r in rs]
-        nmi = [r["final"]["nmi"] for r in rs]
-        secs = [r["seconds"] for r in rs]
-        summary[config] = {"accuracy": acc, "ari": ari, "nmi": nmi, "seconds": secs}
-        lines.append(f"| {config} | {format_mean_sd(acc)} | {format_mean_sd(ari, 1, 3)} | "
-                     f"{format_mean_sd(nmi, 1, 3)} | {published.get(config, '-')} | {format_mean_sd(secs, 1, 0)} |")
+        cells, summary[config] = [], {"seconds": [r["seconds"] for r in rs]}
+        for n in nodes:
+            acc = [r["final"][n]["accuracy"] for r in rs]
+            ari = [r["final"][n]["ari"] for r in rs]
+            nmi = [r["final"][n]["nmi"] for r in rs]
+            summary[config][n] = {"accuracy": acc, "ari": ari, "nmi": nmi}
+            ref = reference(config, n)
+            cells.append(f"{format_mean_sd(acc)} | {format_mean_sd(ari, 1, 3)} | {format_mean_sd(nmi, 1, 3)} | "
+                         f"{'-' if ref is None else ref}")
+        lines.append(f"| {config} | " + " | ".join(cells) + f" | {format_mean_sd(summary[config]['seconds'], 1, 0)} |")
     if compare and all(c in runs for c in compare):
         a, b = compare
-        by_seed = {c: {r["seed"]: r["final"]["accuracy"] for r in runs[c]} for c in compare}
-        diffs = [by_seed[b][s] - by_seed[a][s] for s in seeds]
-        summary[f"{b}_minus_{a}"] = diffs
-        ref = (f"{published[b] - published[a]:.1f}" if a in published and b in published else "-")
-        lines.append(f"| {b} − {a}, paired by seed | {format_mean_sd(diffs)} | | | {ref} | |")
+        cells = []
+        for n in nodes:
+            by_seed = {c: {r["seed"]: r["final"][n]["accuracy"] for r in runs[c]} for c in compare}
+            diffs = [by_seed[b][s] - by_seed[a][s] for s in seeds]
+            summary[f"{b}_minus_{a}"] = {**summary.get(f"{b}_minus_{a}", {}), n: diffs}
+            ra, rb = reference(a, n), reference(b, n)
+            cells.append(f"{format_mean_sd(diffs)} | | | {'-' if ra is None or rb is None else f'{rb - ra:.1f}'}")
+        lines.append(f"| {b} − {a}, paired by seed | " + " | ".join(cells) + " | |")
     lines += ["", f"seeds {seeds}; mean ± sd across seeds; accuracy after Hungarian matching of "
                   f"categories to the true digits (labels reach the metrics only)."]
     table = "\n".join(lines)
@@ -89,7 +104,9 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
                                       "published": published, "summary": summary, "runs": runs,
                                       **(extra_info or {})})
     write_text(out / "results.md", f"# {title}\n\n{table}\n")
-    plot_rounds({c: [[a * 100 for a in r["accuracy_per_round"]] for r in rs] for c, rs in runs.items()},
-                out / "accuracy_per_round.png", title=f"{title}: {node} accuracy per round",
-                references={f"published {k}": v for k, v in published.items() if k in runs})
+    curves = {(c if len(nodes) == 1 else f"{c}: {n}"): [[a * 100 for a in r["accuracy_per_round"][n]] for r in rs]
+              for c, rs in runs.items() for n in nodes}
+    plot_rounds(curves, out / "accuracy_per_round.png", title=f"{title}: accuracy per round",
+                references={f"published {c}" + ("" if len(nodes) == 1 else f" {n}"): reference(c, n)
+                            for c in runs for n in nodes if reference(c, n) is not None})
     return {"summary": summary, "runs": runs, "results": results}

@@ -45,3 +45,16 @@ def test_linked_modalities_beat_each_module_alone():
         # alone, each module sees only half the distinction between the four classes
         assert alone["gmm"]["accuracy"] < 0.6 and alone["lda"]["accuracy"] < 0.75
         assert linked["gmm"]["accuracy"] > 0.95 and linked["lda"]["accuracy"] > 0.95
+
+
+def test_neuro_serket_benchmark_smoke(tmp_path, capsys):
+    from serket.cli import main
+
+    assert main(["bench", "neuro-serket", "--quick", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("data: images MNIST")
+    table = "\n".join(lines)
+    for row in ("| separate |", "| asr |", "| halves |", "| full |"):
+        assert row in table
+    for name in ("results.json", "accuracy_per_round.png", "confusion_full_gmm.png", "latent_full.png", "graph_full.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
