@@ -66,7 +66,7 @@ class Node:
         return self._device
 
     def ports(self) -> dict[str, Port]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must declare its ports")
 
     def port(self, name: str) -> Port:
         ports = self.ports()
