@@ -307,6 +307,21 @@ def _read_clips(entries: list, target_rate, where: str) -> tuple[list, int]:
     return waveforms, rates.pop()
 
 
+def _clip_fields(entries: list, *, speakers, target_rate, where: str) -> dict:
+    """The per-clip fields of a :class:`SpokenDigits` from (digit, speaker, take, path) entries:
+    sorted by (digit, speaker, take), filtered by speaker, read at one rate."""
+    entries = _select_speakers(sorted(entries, key=lambda entry: entry[:3]), speakers, where)
+    waveforms, rate = _read_clips(entries, target_rate, where)
+    return {
+        "waveforms": waveforms,
+        "rate": rate,
+        "labels": torch.tensor([entry[0] for entry in entries], dtype=torch.int64),
+        "speakers": [entry[1] for entry in entries],
+        "takes": [entry[2] for entry in entries],
+        "paths": [str(entry[3]) for entry in entries],
+    }
+
+
 def _load_recordings(folder: Path, *, target_rate, speakers, source: str) -> SpokenDigits:
     entries = []
     for path in folder.iterdir():
@@ -315,20 +330,8 @@ def _load_recordings(folder: Path, *, target_rate, speakers, source: str) -> Spo
         entries.append((*_parse_clip_name(path), path))
     if not entries:
         raise DataError(f"{folder}: no WAV recordings found")
-    entries.sort(key=lambda entry: entry[:3])
-    entries = _select_speakers(entries, speakers, str(folder))
-    waveforms, rate = _read_clips(entries, target_rate, str(folder))
-    return SpokenDigits(
-        waveforms=waveforms,
-        rate=rate,
-        labels=torch.tensor([entry[0] for entry in entries], dtype=torch.int64),
-        speakers=[entry[1] for entry in entries],
-        takes=[entry[2] for entry in entries],
-        paths=[str(entry[3]) for entry in entries],
-        source=source,
-        synthetic=False,
-        details={"folder": str(folder)},
-    )
+    clips = _clip_fields(entries, speakers=speakers, target_rate=target_rate, where=str(folder))
+    return SpokenDigits(**clips, source=source, synthetic=False, details={"folder": str(folder)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -796,17 +799,10 @@ def load_synthetic(directory, *, target_rate: int | None = None,
         raise DataError(f"{manifest_path}: not a synthetic digit manifest ({error})") from error
     if not entries:
         raise DataError(f"{manifest_path}: lists no clips")
-    entries.sort(key=lambda entry: entry[:3])
-    entries = _select_speakers(entries, speakers, str(directory))
-    waveforms, rate = _read_clips(entries, target_rate, str(directory))
-    takes_per_voice = 1 + max(entry[2] for entry in entries)
+    clips = _clip_fields(entries, speakers=speakers, target_rate=target_rate, where=str(directory))
+    takes_per_voice = 1 + max(clips["takes"])
     return SpokenDigits(
-        waveforms=waveforms,
-        rate=rate,
-        labels=torch.tensor([entry[0] for entry in entries], dtype=torch.int64),
-        speakers=[entry[1] for entry in entries],
-        takes=[entry[2] for entry in entries],
-        paths=[str(entry[3]) for entry in entries],
+        **clips,
         source=_synthetic_source(engines),
         synthetic=True,
         test_takes=max(1, round(takes_per_voice / 10)),
