@@ -8,7 +8,6 @@ of a decode, and of a relearn-and-decode pass, each the median of a few repeats.
 """
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -17,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
+from serket.reporting import write_json
 from serket.graphs.lda_asr import load_speech, speech_sequences
 from serket.messages import NBest
 from serket.modules.asr import Recognizer
@@ -68,8 +68,7 @@ def main(argv=None):
     print(f"  decode (N-best paths and scores)            {decode_s:7.2f} s")
     print(f"  relearn from resampled paths + decode        {relearn_s:7.2f} s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_json(args.json, result)
     return result
 
 

@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from serket.frontend import FrontEnd, pooled_features
+from serket.reporting import write_json
 from serket.speech import load_fsdd, load_synthetic, synthesize_digits
 
 
@@ -105,7 +106,7 @@ def main(argv=None):
     print(f"front end on {device}: {seconds:.3f} s for {len(digits)} clips = "
           f"{len(digits) / seconds:.0f} utterances/s ({audio_seconds / seconds:.0f}x real time)")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return report
 
 

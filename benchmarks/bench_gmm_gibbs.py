@@ -20,13 +20,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
 import torch  # noqa: E402
 
+from serket.reporting import write_json  # noqa: E402
 from serket.modules.gmm import (  # noqa: E402
     GMM,
     ClusterCollapseWarning,
@@ -166,8 +166,7 @@ def main(argv=None):
           f"  -> {figures['speedup_vs_textbook']:.0f}x")
     print(f"  a default update (50 sweeps, k-means++ start): {update_s:.2f} s")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        write_json(args.json, figures)
     return figures
 
 

@@ -30,13 +30,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
+from serket.reporting import write_json  # noqa: E402
 from serket.messages import Counts  # noqa: E402
 from serket.modules.lda import LDA  # noqa: E402
 
@@ -191,8 +191,7 @@ def main(argv=None):
         print(f"    block_size={row['block_size']:>6}: log joint {joints}; accuracy "
               f"{min(row['accuracy']):.3f}-{max(row['accuracy']):.3f}; {np.mean(row['seconds']):.2f} s per update")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        write_json(args.json, figures)
     return figures
 
 

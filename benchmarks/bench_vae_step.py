@@ -9,7 +9,6 @@ epoch of each and their ratio (framework / hand-written: 1.00 means no overhead)
 """
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from serket.reporting import write_json
 from serket.messages import Gaussian, Samples
 from serket.modules.vae import VAE
 
@@ -100,8 +100,7 @@ def main(argv=None):
     print(f"  hand-written PyTorch loop                      {h*1000:8.1f} ms/epoch")
     print(f"  ratio framework / hand-written                 {m/h:8.3f}x  (median of {args.repeats})")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_json(args.json, result)
     return result
 
 
