@@ -33,7 +33,7 @@ from serket.errors import DataError, MessageError
 from serket.messages import Gaussian, Samples
 from serket.module import Module, Port, derive_seed
 
-__all__ = ["VAE", "gaussian_kl", "vae_loss_terms"]
+__all__ = ["VAE", "gaussian_kl", "gaussian_neg_entropy", "vae_loss_terms"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -43,6 +43,11 @@ def gaussian_kl(mu, logvar, prior_mean=None, prior_var=None):
     if prior_mean is None:
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
     return 0.5 * (prior_var.log() - logvar + (logvar.exp() + (mu - prior_mean).pow(2)) / prior_var - 1.0).sum(-1)
+
+
+def gaussian_neg_entropy(logvar):
+    """E_q[log q(z)] of a diagonal Gaussian q with log-variances ``logvar``, summed over the last dimension."""
+    return -0.5 * (logvar + _LOG_2PI + 1.0).sum(-1)
 
 
 def vae_loss_terms(x, logits_or_mean, mu, logvar, *, likelihood="bernoulli", out_logvar=None,
@@ -276,6 +281,43 @@ class VAE(Module):
             self.loss_history_.append({"loss": loss, "reconstruction": rec, "kl": kl})
         self.eval()
         self._publish_latent(x)
+        self.n_updates += 1
+
+    # --- joint training ------------------------------------------------------------------------
+    def joint_begin(self) -> None:
+        self._data_and_prior()
+        self.train()
+        self._joint_totals = torch.zeros(3, device=self.device)
+        self._joint_items = 0
+
+    def joint_forward(self, idx, live, scored):
+        """The minibatch's negative ELBO. When an upper module scores ``z`` (``"z" in scored``)
+        the KL term becomes ``E_q[log q(z)]`` and the upper module adds ``-log p(z)`` of the
+        sample sent to it; otherwise the prior is the inbox's Gaussian message (or N(0, I))."""
+        x, prior = self._data_and_prior()
+        xb = live["x"] if "x" in live else x[idx]
+        mu, logvar = self.encode(xb)
+        z = mu + (0.5 * logvar).exp() * self._noise(mu)
+        if "z" in scored:
+            terms = vae_loss_terms(xb, self.decode(z), mu, logvar, likelihood=self.likelihood,
+                                   out_logvar=self.out_logvar, kl_weight=0.0)
+            terms["kl"] = gaussian_neg_entropy(logvar).mean()
+            terms["loss"] = terms["loss"] + self.kl_weight * terms["kl"]
+        else:
+            terms = vae_loss_terms(xb, self.decode(z), mu, logvar, likelihood=self.likelihood,
+                                   out_logvar=self.out_logvar,
+                                   prior_mean=None if prior is None else prior.mean[idx],
+                                   prior_var=None if prior is None else prior.var[idx],
+                                   kl_weight=self.kl_weight)
+        self._joint_totals += torch.stack([terms["loss"], terms["reconstruction"], terms["kl"]]).detach() * idx.numel()
+        self._joint_items += idx.numel()
+        return terms["loss"], {"z": z}
+
+    def joint_end(self) -> None:
+        loss, rec, kl = (self._joint_totals / max(self._joint_items, 1)).tolist()
+        self.loss_history_.append({"loss": loss, "reconstruction": rec, "kl": kl})
+        self.eval()
+        self._publish_latent(self._data_and_prior()[0])
         self.n_updates += 1
 
     def _publish_latent(self, x) -> None:

@@ -228,6 +228,12 @@ class Graph:
     # --- running one node -------------------------------------------------------------------
     def step(self, name: str) -> None:
         """Deliver a node's latest incoming messages, let it learn, and store what it publishes."""
+        node = self.deliver(name)
+        node.update()
+        self.store(name)
+
+    def deliver(self, name: str):
+        """Give a node the latest message on each of its unblocked connections; returns it."""
         node = self.node(name)
         for parent, _, e in self.nx.in_edges(name, data=True):
             if e["down"] is not None and e["blocked"] != "down":
@@ -235,8 +241,11 @@ class Graph:
         for _, child, e in self.nx.out_edges(name, data=True):
             if e["up"] is not None and e["blocked"] != "up":
                 self._deliver(node, e["parent_port"], e["up"], child)
-        node.update()
-        outgoing = node.publish()
+        return node
+
+    def store(self, name: str) -> None:
+        """Put what a node publishes on its connections."""
+        outgoing = self.node(name).publish()
         for _, child, e in self.nx.out_edges(name, data=True):
             if e["parent_port"] in outgoing:
                 e["down"] = outgoing[e["parent_port"]]

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from .errors import MessageError, PortError
 from .messages import MESSAGE_KINDS, Message
 
-__all__ = ["Port", "Module", "resolve_device", "derive_seed"]
+__all__ = ["Port", "Module", "Rows", "resolve_device", "derive_seed"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,23 @@ class Port:
         accepts = "/".join(self.accepts) or "-"
         size = "" if self.size is None else f"[{self.size}]"
         return f"{self.name}{size} (sends {sends}; accepts {accepts})"
+
+
+class Rows(NamedTuple):
+    """A live tensor with several rows per minibatch item, for joint training.
+
+    ``values`` (R, D) with their autograd graph; ``items`` (R,) the position of each row's item
+    in the minibatch; ``weights`` (R,) each row's weight in the objective (0 for rows that do
+    not count, such as a missing modality's). A module that sends one row per item sends a
+    plain (B, D) tensor instead.
+    """
+
+    values: torch.Tensor
+    items: torch.Tensor
+    weights: torch.Tensor
+
+    def detach(self) -> "Rows":
+        return Rows(self.values.detach(), self.items, self.weights)
 
 
 def resolve_device(device) -> torch.device:
@@ -162,6 +180,42 @@ class Module(torch.nn.Module):
                 self.receive(port, message)
         self.update()
         return self
+
+    # --- joint training (optional: differentiable modules only) -------------------------------
+    def joint_forward(self, idx: torch.Tensor, live: dict, scored: frozenset) -> tuple:
+        """One minibatch of joint training: ``(loss, outputs)``.
+
+        Args:
+            idx: (B,) item indices of the minibatch; the module indexes its inbox with them.
+            live: ``{port: tensor}`` computed in this minibatch by differentiable neighbours
+                (with their graphs attached); these replace the inbox's messages on those ports.
+            scored: the module's ports whose outgoing tensor a differentiable upper module
+                scores: that module adds ``-log p(z)`` to the objective, so this one must leave
+                its prior term out (keeping only ``E_q[log q(z)]``).
+
+        Returns:
+            ``loss``: a scalar tensor, this module's share of the summed objective, averaged
+            over the minibatch's items (or None); ``outputs``: ``{port: tensor}`` live tensors
+            for the neighbours. Modules that do not override this are not differentiable: the
+            joint trainer steps them between epochs instead.
+        """
+        raise NotImplementedError
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether the module takes part in joint training's summed objective."""
+        return type(self).joint_forward is not Module.joint_forward
+
+    def joint_begin(self) -> None:
+        """Hook: called before a round of joint training, after the round's messages arrived."""
+
+    def joint_end(self) -> None:
+        """Hook: called after a round of joint training; compute what :meth:`publish` sends."""
+        self.n_updates += 1
+
+    def joint_optimizer(self):
+        """The optimiser the joint trainer steps for this module (its ``optimizer`` by default)."""
+        return getattr(self, "optimizer", None)
 
     # --- devices and state -------------------------------------------------------------------
     @property

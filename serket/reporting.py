@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["mean_sd", "format_mean_sd", "write_json", "write_text", "plot_rounds", "plot_confusion",
-           "plot_latent"]
+           "plot_latent", "plot_image_grid"]
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -117,5 +117,29 @@ def plot_latent(points, clusters, path, *, title: str = "") -> Path:
     fig.colorbar(sc, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_image_grid(rows, path, *, row_labels=None, title: str = "") -> Path:
+    """Rows of small grey images (each row a sequence of (H, W) arrays) in one figure."""
+    plt = _pyplot()
+    rows = [np.asarray(r, dtype=float) for r in rows]
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * 0.9, n_rows * 0.9 + 0.4), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(row):
+                ax.imshow(row[j], cmap="gray", vmin=0.0, vmax=1.0)
+        if row_labels is not None:
+            axes[i][0].set_ylabel(row_labels[i], rotation=0, labelpad=10, fontsize=9)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

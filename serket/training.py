@@ -1,4 +1,4 @@
-"""Alternate (SERKET) training: rounds of per-module learning, messages between them.
+"""Training a graph: alternate (SERKET) rounds of per-module learning, or joint optimisation.
 
 In each round every node in the schedule, in order, receives its latest incoming messages,
 learns (:meth:`Module.update`) and publishes its outgoing messages. After each round the
@@ -6,6 +6,16 @@ trainer measures every module that predicts categories against the labels (label
 metrics only, never modules), calls the callbacks, prints a progress line, and writes a
 checkpoint atomically. A run resumed from its checkpoint after round ``k`` gives the same
 result as an uninterrupted run with the same seed.
+
+:class:`JointTrainer` (``mode="joint"`` in :func:`train`) optimises the graph's differentiable
+modules together: in each round, ``epochs`` passes over the items in minibatches, each
+minibatch one backward pass through the sum of every differentiable module's loss, with the
+tensors crossing head-to-tail connections kept live so that gradients flow across them (the
+upper module scores the lower one's latent sample, ``-log p(z)``, in place of the lower
+module's closed-form prior term). The modules that are not differentiable (Gibbs samplers,
+combiners, the recogniser) take their ordinary step after each round's epochs, with the
+messages the differentiable modules publish then. The same graph, with the same module code,
+trains either way.
 """
 
 from __future__ import annotations
@@ -18,12 +28,14 @@ from typing import Callable, Iterable
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import CheckpointError, DataError
+from .connections import HEAD_TO_TAIL
+from .errors import CheckpointError, DataError, GraphError
 from .graph import Graph
+from .module import derive_seed
 from .metrics import clustering_report
 from .seeding import rng_state, seed_everything, set_rng_state
 
-__all__ = ["AlternateTrainer", "train_alternate"]
+__all__ = ["AlternateTrainer", "JointTrainer", "train", "train_alternate", "train_joint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -126,14 +138,10 @@ class AlternateTrainer:
         start_round = self.completed
         for r in range(start_round + 1, self.rounds + 1):
             t0 = time.perf_counter()
-            node_seconds: dict[str, float] = {}
-            for name in self.schedule:
-                t = time.perf_counter()
-                self.graph.step(name)
-                _sync(self.graph.device)
-                node_seconds[name] = node_seconds.get(name, 0.0) + time.perf_counter() - t
+            node_seconds = self._run_round(r)
             record = {
                 "round": r,
+                "mode": self.round_mode(r),
                 "seconds": time.perf_counter() - t0,
                 "node_seconds": node_seconds,
                 "metrics": self.evaluate(),
@@ -148,6 +156,19 @@ class AlternateTrainer:
             self._log(self.format_record(record))
         return self.history
 
+    def round_mode(self, r: int) -> str:
+        return "alternate"
+
+    def _run_round(self, r: int) -> dict[str, float]:
+        """One alternate round: every node of the schedule in turn; returns seconds per node."""
+        node_seconds: dict[str, float] = {}
+        for name in self.schedule:
+            t = time.perf_counter()
+            self.graph.step(name)
+            _sync(self.graph.device)
+            node_seconds[name] = node_seconds.get(name, 0.0) + time.perf_counter() - t
+        return node_seconds
+
     def format_record(self, record: dict) -> str:
         times = " ".join(f"{n} {s:.1f}s" for n, s in record["node_seconds"].items() if s >= 0.05)
         scores = "  ".join(f"{n} acc {m['accuracy']*100:.1f} ari {m['ari']:.3f} nmi {m['nmi']:.3f}"
@@ -158,3 +179,130 @@ class AlternateTrainer:
 def train_alternate(graph: Graph, rounds: int, **kwargs) -> list[dict]:
     """Build an :class:`AlternateTrainer` and run it; returns the per-round history."""
     return AlternateTrainer(graph, rounds=rounds, **kwargs).run()
+
+
+class JointTrainer(AlternateTrainer):
+    """Joint training of a graph's differentiable modules on one summed objective.
+
+    Args (beyond :class:`AlternateTrainer`'s):
+        epochs: passes over the items per round (the non-differentiable modules step once per round).
+        batch_size: items per minibatch.
+        warmup: the first ``warmup`` rounds are alternate rounds (a pretraining: each module
+            learns alone from the messages it has, as in SERKET), the rest joint.
+
+    Each round: the differentiable modules receive the latest messages and run
+    :meth:`~serket.module.Module.joint_begin`; ``epochs`` passes of minibatches, each a forward
+    pass through those modules children-first, one backward pass through the sum of their
+    losses, and a step of every module's optimiser; then
+    :meth:`~serket.module.Module.joint_end` and their messages are published, and the other
+    nodes of the schedule step in their order.
+    """
+
+    def __init__(self, graph: Graph, *, rounds: int, epochs: int = 1, batch_size: int = 500,
+                 warmup: int = 0, **kwargs):
+        super().__init__(graph, rounds=rounds, **kwargs)
+        if epochs < 1 or batch_size < 1 or warmup < 0:
+            raise ValueError(f"joint training needs epochs >= 1, batch_size >= 1 and warmup >= 0; got "
+                             f"epochs={epochs}, batch_size={batch_size}, warmup={warmup}")
+        self.epochs, self.batch_size, self.warmup = int(epochs), int(batch_size), int(warmup)
+        order = {n: i for i, n in enumerate(graph.schedule())}
+        self.differentiable = sorted((n for n, m in graph.modules.items() if m.differentiable),
+                                     key=order.__getitem__)
+        if not self.differentiable:
+            raise GraphError("joint training needs at least one differentiable module; "
+                             f"none of {sorted(graph.modules)} is (use mode='alternate')")
+        diff = set(self.differentiable)
+        # live routes: head-to-tail edges between two differentiable modules carry the lower
+        # module's tensor up, with its graph attached unless the edge is one-way
+        self.routes: list[tuple[str, str, str, str, bool]] = []
+        self.scored: dict[str, set[str]] = {n: set() for n in self.differentiable}
+        for parent, child, e in graph.nx.edges(data=True):
+            if e["kind"] == HEAD_TO_TAIL and parent in diff and child in diff and e["blocked"] != "up":
+                attached = e["blocked"] != "down"
+                self.routes.append((child, e["child_port"], parent, e["parent_port"], attached))
+                if attached:
+                    self.scored[child].add(e["child_port"])
+        self.objective_: list[float] = []
+
+    def round_mode(self, r: int) -> str:
+        return "alternate" if r <= self.warmup else "joint"
+
+    def _items(self) -> int:
+        counts = {}
+        for name in self.differentiable:
+            for port, message in self.graph.node(name).inbox.items():
+                counts[f"{name}.{port}"] = message.n_items
+        if not counts:
+            raise DataError(f"joint training: the differentiable modules {self.differentiable} have no data")
+        if len(set(counts.values())) > 1:
+            raise DataError(f"joint training needs the same items on every port of the differentiable "
+                            f"modules; they hold {counts}")
+        return next(iter(counts.values()))
+
+    def _run_round(self, r: int) -> dict[str, float]:
+        if r <= self.warmup:
+            return super()._run_round(r)
+        graph, device = self.graph, self.graph.device
+        node_seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        modules = {n: graph.deliver(n) for n in self.differentiable}
+        for m in modules.values():
+            m.joint_begin()
+        n_items = self._items()
+        optimizers = [o for o in (m.joint_optimizer() for m in modules.values()) if o is not None]
+        scored = {n: frozenset(s) for n, s in self.scored.items()}
+        generator = torch.Generator(device=device)
+        generator.manual_seed(derive_seed((graph.seed or 0) + r, "joint-trainer"))
+        total = torch.zeros((), device=device)
+        for _ in range(self.epochs):
+            total = torch.zeros((), device=device)
+            order = torch.randperm(n_items, generator=generator, device=device)
+            for start in range(0, n_items, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                outputs: dict[str, dict] = {}
+                loss = torch.zeros((), device=device)
+                for name, module in modules.items():
+                    live = {}
+                    for child, cport, parent, pport, attached in self.routes:
+                        if parent == name and cport in outputs.get(child, {}):
+                            value = outputs[child][cport]
+                            live[pport] = value if attached else value.detach()  # tensor or Rows
+                    part, outputs[name] = module.joint_forward(idx, live, scored[name])
+                    if part is not None:
+                        loss = loss + part
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for opt in optimizers:
+                    opt.step()
+                total += loss.detach() * idx.numel()
+        for name, module in modules.items():
+            module.joint_end()
+            graph.store(name)
+        _sync(device)
+        self.objective_.append(float(total / n_items))
+        node_seconds["joint"] = time.perf_counter() - t
+        diff = set(self.differentiable)
+        for name in self.schedule:
+            if name in diff:
+                continue
+            t = time.perf_counter()
+            graph.step(name)
+            _sync(device)
+            node_seconds[name] = node_seconds.get(name, 0.0) + time.perf_counter() - t
+        return node_seconds
+
+
+def train_joint(graph: Graph, rounds: int, **kwargs) -> list[dict]:
+    """Build a :class:`JointTrainer` and run it; returns the per-round history."""
+    return JointTrainer(graph, rounds=rounds, **kwargs).run()
+
+
+def train(graph: Graph, rounds: int, *, mode: str = "alternate", **kwargs) -> list[dict]:
+    """Train ``graph`` for ``rounds`` rounds, ``mode="alternate"`` or ``"joint"``: the one flag
+    that switches a graph between the two (joint-only options: ``epochs``, ``batch_size``, ``warmup``)."""
+    if mode == "alternate":
+        return train_alternate(graph, rounds, **kwargs)
+    if mode == "joint":
+        return train_joint(graph, rounds, **kwargs)
+    raise ValueError(f"mode must be 'alternate' or 'joint', got {mode!r}")

@@ -1,0 +1,278 @@
+"""One shared latent for image and speech (MVAE or JMVAE), clustered by a Gaussian mixture.
+
+The multimodal VAE encodes each image-utterance pair into one latent ``z``; a mixture over
+``z`` (head-to-tail, exactly as in VAE+GMM) categorises the pairs and sends each item the
+Gaussian of its component as a prior. Two mixtures fit:
+
+* ``prior="gibbs"``: the Bayesian :class:`~serket.modules.gmm.GMM` (collapsed Gibbs). It is not
+  differentiable: in joint training it takes its sweeps between rounds.
+* ``prior="mixture"``: :class:`~serket.modules.mixture.MixturePrior` (EM alternately; in joint
+  training its parameters learn by gradient alongside the encoders, scoring the live latent).
+
+Both train with either mode of :func:`serket.training.train` — the same graph, the same
+module code. Speech enters as a fixed-size vector per utterance: speaker-normalised MFCC with
+deltas, silence trimmed, pooled into its mean, standard deviation and three segment means,
+standardised per dimension over the corpus (:func:`speech_vectors`).
+
+Metrics beyond the mixture's clustering accuracy (:func:`coherence`): speech-to-image and
+image-to-image generation, each image classified by a digit classifier trained for evaluation
+only, on the MNIST test split (never on the benchmark's images, which come from the train split).
+
+Built only from serket's public API.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from serket.connections import Observation
+from serket.frontend import pooled_features
+from serket.graph import Graph
+from serket.modules.gmm import GMM
+from serket.modules.mixture import MixturePrior
+from serket.modules.multimodal import JMVAE, MVAE
+from serket.training import train
+
+__all__ = ["MODELS", "PRIORS", "speech_vectors", "build_multimodal_gmm", "run_multimodal",
+           "DigitClassifier", "coherence"]
+
+MODELS = {"mvae": MVAE, "jmvae": JMVAE}
+PRIORS = ("gibbs", "mixture")
+
+
+def speech_vectors(sequences, *, segments: int = 3) -> torch.Tensor:
+    """(N, D) fixed-size speech features from padded frames (a ``Sequences`` message):
+    pooled mean, std and segment means, standardised per dimension over the corpus."""
+    pooled = pooled_features(sequences.values, sequences.lengths, segments=segments)
+    return (pooled - pooled.mean(0)) / pooled.std(0).clamp_min(1e-6)
+
+
+def build_multimodal_gmm(images: torch.Tensor, speech: torch.Tensor, *, model: str = "mvae",
+                         prior: str = "gibbs", n_categories: int = 10, z_dim: int = 10,
+                         mask: torch.Tensor | None = None, linked: bool = True, seed: int = 0,
+                         device="cpu", encoder: dict | None = None, gmm: dict | None = None) -> Graph:
+    """The graph: observations ``images`` (N, 784) in [0, 1] and ``speech`` (N, D) -> the
+    multimodal VAE (node ``model``) -> the mixture (node ``"gmm"``)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; use one of {list(MODELS)}")
+    if prior not in PRIORS:
+        raise ValueError(f"unknown prior {prior!r}; use one of {list(PRIORS)}")
+    if images.shape[0] != speech.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {speech.shape[0]} utterances: pairs must align")
+    graph = Graph(seed=seed, device=device)
+    graph.add(Observation("images", images))
+    graph.add(Observation("speech", speech))
+    options = {"likelihoods": {"image": "bernoulli", "speech": "gaussian"}} | dict(encoder or {})
+    graph.add(MODELS[model](model, {"image": images.shape[1], "speech": speech.shape[1]}, z_dim=z_dim,
+                            seed=seed, **options))
+    if prior == "gibbs":
+        graph.add(GMM("gmm", n_clusters=n_categories, dim=z_dim, seed=seed, **(gmm or {})))
+    else:
+        graph.add(MixturePrior("gmm", n_clusters=n_categories, dim=z_dim, seed=seed, **(gmm or {})))
+    graph.observe("images", f"{model}.image")
+    graph.observe("speech", f"{model}.speech")
+    if mask is not None:
+        graph.add(Observation("mask", mask))
+        graph.observe("mask", f"{model}.mask")
+    graph.head_to_tail(upper="gmm.x", lower=f"{model}.z", feedback=linked)
+    graph.validate()
+    return graph
+
+
+def run_multimodal(images, speech, labels, *, rounds: int, mode: str = "alternate", warmup: int = 1,
+                   epochs: int = 10, batch_size: int = 500, checkpoint_dir=None, resume: bool = True,
+                   progress: bool = True, prefix: str = "", **build) -> dict:
+    """Build and train; ``mode="joint"`` trains jointly after ``warmup`` alternate rounds."""
+    graph = build_multimodal_gmm(images, speech, **build)
+    options = dict(labels=labels, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, prefix=prefix)
+    if mode == "joint":
+        options |= dict(epochs=epochs, batch_size=batch_size, warmup=warmup)
+    history = train(graph, rounds, mode=mode, **options)
+    return {"graph": graph, "history": history}
+
+
+# --- evaluation only: a digit classifier for cross-modal coherence ---------------------------
+class DigitClassifier(torch.nn.Module):
+    """A small convolutional digit classifier, for evaluating generated images only.
+
+    Trained on the MNIST *test* split (10,000 images that the benchmarks, which draw from the
+    train split, never use); :meth:`fit` reports its accuracy on a held-out part of that split.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.net(x.view(-1, 1, 28, 28))
+
+    def fit(self, images, labels, *, epochs: int = 3, seed: int = 0, held_out: int = 1000) -> float:
+        gen = torch.Generator(device=images.device).manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.__init__()
+        self.to(images.device)
+        order = torch.randperm(images.shape[0], generator=gen, device=images.device)
+        test, train_idx = order[:held_out], order[held_out:]
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        for _ in range(epochs):
+            perm = train_idx[torch.randperm(len(train_idx), generator=gen, device=images.device)]
+            for start in range(0, len(perm), 128):
+                idx = perm[start:start + 128]
+                loss = torch.nn.functional.cross_entropy(self(images[idx]), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        self.eval()
+        return float((self.predict(images[test]) == labels[test]).float().mean())
+
+    @torch.no_grad()
+    def predict(self, images) -> torch.Tensor:
+        return torch.cat([self(images[i:i + 1000]).argmax(1) for i in range(0, images.shape[0], 1000)])
+
+
+def coherence(model, images, speech, labels, classifier: DigitClassifier) -> dict[str, float]:
+    """Share of generated images whose classified digit is the input's digit: from speech alone,
+    from the image alone, and from both."""
+    labels = labels.to(images.device)
+    out = {}
+    for key, batch in (("speech_to_image", {"speech": speech}), ("image_to_image", {"image": images}),
+                       ("both_to_image", {"image": images, "speech": speech})):
+        generated = model.cross_generate(batch, "image")
+        out[key] = float((classifier.predict(generated) == labels).float().mean())
+    return out
+
+
+# --- the benchmark: `serket bench multimodal` -------------------------------------------------
+# Neuro-SERKET's fully linked row (Taniguchi et al., 2020), for reference: GMM on images, LDA on speech
+NEURO_SERKET_FULL = {"gmm (images)": 91.0, "lda (speech)": 93.7}
+CONFIGS = ["mvae-alternate", "mvae-joint", "jmvae-alternate", "jmvae-joint"]
+
+
+def _parser():
+    from serket.benchmarking import benchmark_parser
+
+    p = benchmark_parser("serket bench multimodal",
+                         "MVAE+GMM and JMVAE+GMM on MNIST and spoken digits, trained alternately and jointly.",
+                         rounds=5)
+    p.set_defaults(configs=CONFIGS)
+    p._option_string_actions["--configs"].choices = CONFIGS
+    p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"])
+    p.add_argument("--per-class", type=int, default=300, help="image-utterance pairs per digit")
+    p.add_argument("--hidden", type=int, nargs="+", default=[512, 256])
+    p.add_argument("--z-dim", type=int, default=10)
+    p.add_argument("--first-epochs", type=int, default=50, help="epochs of the first (warmup) round")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per later round")
+    p.add_argument("--speech-weight", type=float, default=1.0, help="weight of the speech reconstruction")
+    p.add_argument("--alpha", type=float, default=1.0, help="JMVAE's KL weight toward the unimodal encoders")
+    p.add_argument("--joint-prior", default="mixture", choices=PRIORS,
+                   help="the mixture in joint rows (alternate rows use the Gibbs GMM)")
+    p.add_argument("--gmm-sweeps", type=int, default=50)
+    p.add_argument("--out", default="results/multimodal")
+    return p
+
+
+def bench_main(argv=None) -> dict:
+    from pathlib import Path
+
+    from serket.benchmarking import run_benchmark
+    from serket.data import load_mnist, load_mnist_subset
+    from serket.graphs.lda_asr import load_speech, speech_sequences
+    from serket.graphs.neuro_serket import pair_by_digit
+    from serket.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
+
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.per_class, args.rounds, args.epochs, args.first_epochs = 20, 2, 2, 3
+        args.gmm_sweeps, args.seeds = 5, args.seeds[:1]
+    digits = load_speech(args.speech, data_dir=args.data_dir)
+    kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
+    _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
+    data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
+                 f"{args.per_class} image-utterance pairs per digit")
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    speech_all = speech_vectors(speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=device))
+
+    # the evaluation classifier: MNIST test split only
+    test_x, test_y, _ = load_mnist("test", data_dir=args.data_dir, verbose=False)
+    test_x = (test_x.reshape(-1, 784).float() / 255.0).to(device)
+    test_y = test_y.long().to(device)
+    classifier = DigitClassifier()
+    n_eval = 2000 if args.quick else test_x.shape[0]
+    classifier_accuracy = classifier.fit(test_x[:n_eval], test_y[:n_eval], epochs=1 if args.quick else 3,
+                                         held_out=min(1000, n_eval // 5))
+    print(f"evaluation classifier (MNIST test split only): held-out accuracy {classifier_accuracy * 100:.1f}%",
+          flush=True)
+
+    coherences: dict[str, dict[int, dict]] = {}
+
+    def run_one(config, seed, checkpoint_dir):
+        model, mode = config.split("-")
+        x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
+        images_idx, speech_idx = pair_by_digit(y, digits.labels, seed=seed)
+        images, speech, labels = x[images_idx], speech_all[speech_idx.to(device)], y[images_idx]
+        encoder = {"hidden": tuple(args.hidden), "epochs": args.epochs, "first_epochs": args.first_epochs,
+                   "weights": {"speech": args.speech_weight}}
+        if model == "jmvae":
+            encoder["alpha"] = args.alpha
+        prior = args.joint_prior if mode == "joint" else "gibbs"
+        result = run_multimodal(images, speech, labels, rounds=args.rounds, mode=mode, warmup=1,
+                                epochs=args.epochs, model=model, prior=prior, z_dim=args.z_dim, seed=seed,
+                                device=device, encoder=encoder,
+                                gmm={"sweeps": args.gmm_sweeps} if prior == "gibbs" else {},
+                                checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
+                                prefix=f"[{config} seed {seed}] ")
+        node = result["graph"].node(model)
+        result.update(labels=labels, images=images.to(device), speech=speech, model=model)
+        coherences.setdefault(config, {})[seed] = coherence(node, images.to(device), speech, labels, classifier)
+        result["history"][-1]["coherence"] = coherences[config][seed]
+        return result
+
+    out = Path(args.out)
+    title = "Multimodal VAEs + GMM: one latent for image and speech" + (" (SYNTHETIC speech)" if digits.synthetic else "")
+    bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
+                          run_one=run_one, nodes="gmm", out=out, published={},
+                          settings={k: v for k, v in vars(args).items() if k != "out"},
+                          compare=("mvae-alternate", "mvae-joint") if {"mvae-alternate", "mvae-joint"} <= set(args.configs) else None,
+                          extra_info={"synthetic": digits.synthetic, "speech_source": digits.source,
+                                      "image_source": info, "classifier_accuracy": classifier_accuracy,
+                                      "coherence": coherences, "reference_neuro_serket_full": NEURO_SERKET_FULL})
+
+    # coherence and per-modality terms beside the clustering table
+    lines = ["", "| configuration | latent clustering accuracy (%) | speech→image coherence (%) | "
+                 "image→image coherence (%) | both→image coherence (%) |", "|---|---|---|---|---|"]
+    for config in args.configs:
+        acc = bench["summary"][config]["gmm"]["accuracy"]
+        cells = [format_mean_sd([coherences[config][s][k] for s in args.seeds])
+                 for k in ("speech_to_image", "image_to_image", "both_to_image")]
+        lines.append(f"| {config} | {format_mean_sd(acc)} | " + " | ".join(cells) + " |")
+    lines += ["", f"coherence: generated images classified by a CNN trained on the MNIST test split only "
+                  f"(held-out accuracy {classifier_accuracy * 100:.1f}%).",
+              f"reference, Neuro-SERKET fully linked (published): GMM on images {NEURO_SERKET_FULL['gmm (images)']}, "
+              f"LDA on speech {NEURO_SERKET_FULL['lda (speech)']}."]
+    table = "\n".join(lines)
+    print(table, flush=True)
+    md = (out / "results.md").read_text()
+    write_text(out / "results.md", md + table + "\n")
+
+    # figures: speech-to-image generations per digit, latent projections, loss terms
+    seed = args.seeds[-1]
+    terms = {}
+    for config, by_seed in bench["results"].items():
+        result = by_seed[seed]
+        graph, labels, node = result["graph"], result["labels"], result["graph"].node(result["model"])
+        rows = []
+        for digit in range(10):
+            pick = (labels == digit).nonzero().squeeze(1)[:8].to(device)
+            rows.append(node.cross_generate({"speech": result["speech"][pick]}, "image").cpu().view(-1, 28, 28))
+        plot_image_grid(rows, out / f"speech_to_image_{config}.png", row_labels=[str(d) for d in range(10)],
+                        title=f"{config}: images generated from speech alone (seed {seed}), one row per spoken digit")
+        plot_latent(node.latent_.cpu().numpy(), graph.node("gmm").predict().cpu().numpy(),
+                    out / f"latent_{config}.png", title=f"{config}: shared latent (PCA), coloured by cluster")
+        terms[config] = node.diagnostics()
+    graph.draw(out / "graph.png")
+    write_json(out / "loss_terms.json", {"data": data_line, "seed": seed, "terms": terms})
+    return bench

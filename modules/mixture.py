@@ -1,0 +1,281 @@
+"""A Gaussian mixture prior over a continuous latent, learned by EM or by gradient.
+
+Generative model, per item ``i``::
+
+    c_i ~ Categorical(pi)            (times the categorical message on ``c``, when one arrives)
+    x_i ~ N(mu_{c_i}, diag(var_{c_i}))
+
+Unlike :class:`~serket.modules.gmm.GMM` (a Bayesian mixture sampled by collapsed Gibbs), this
+mixture has point parameters — ``means`` (K, D), ``log_var`` (K, D), ``logits`` (K) — as
+``nn.Parameter``s, so it learns either way:
+
+* alternately (:meth:`update`): EM on the samples received on ``x``, from ``restarts``
+  k-means++ starts, keeping the start with the highest log-likelihood (an unsupervised choice);
+  later updates continue EM from the current parameters;
+* jointly (:meth:`joint_forward`): it scores the lower module's live latent sample, adding
+  ``-log p(x)`` (the mixture density, the categorical prior folded into the weights) to the
+  summed objective, so that its parameters and the encoder below learn by the same gradient.
+
+Ports:
+    ``x`` (accepts ``samples``, sends ``gaussian``, size ``dim``): data up; down, per item, the
+    mean of its most probable component and that component's variance (``prior_variance=
+    "cluster"``) or a unit variance (``"unit"``).
+    ``c`` (accepts and sends ``categorical``, size ``n_clusters``): a prior over the component
+    in; P(c_i | x_i) without that prior out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from serket.errors import DataError, MessageError
+from serket.messages import Categorical, Gaussian, Message
+from serket.module import Module, Port, Rows
+
+__all__ = ["MixturePrior", "diagonal_mixture_log_density"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def diagonal_mixture_log_density(x, means, log_var, log_weights):
+    """``(log p(x), log p(c, x))``: (N,) and (N, K) for a mixture of diagonal Gaussians.
+
+    ``log_weights`` is (K,) or (N, K) (per-item component weights, normalised over K).
+    """
+    diff = x[:, None, :] - means[None]                                       # (N, K, D)
+    log_comp = -0.5 * ((diff.pow(2) / log_var.exp()[None]) + log_var[None] + _LOG_2PI).sum(-1)
+    joint = log_comp + log_weights
+    return torch.logsumexp(joint, dim=1), joint
+
+
+class MixturePrior(Module):
+    """Diagonal Gaussian mixture over a latent: EM alternately, gradient jointly.
+
+    Args:
+        name: node name.
+        n_clusters: K components.
+        dim: D, the latent's width.
+        em_iterations: EM iterations per :meth:`update`.
+        restarts: k-means++ starts tried in the first update; the one with the highest
+            log-likelihood is kept.
+        min_var: floor on every component variance.
+        lr: Adam's learning rate for joint training.
+        prior_variance: ``"cluster"`` or ``"unit"``: the variance sent down on ``x``.
+
+    Example::
+
+        prior = MixturePrior("gmm", n_clusters=10, dim=10).fit(x=latent)
+        prior.predict()                           # (N,) component of each item
+    """
+
+    def __init__(self, name: str, n_clusters: int = 10, dim: int = 10, *, em_iterations: int = 100,
+                 restarts: int = 5, min_var: float = 1e-3, lr: float = 1e-3, prior_variance: str = "cluster",
+                 seed: int = 0, device="cpu"):
+        super().__init__(name, seed=seed, device=device)
+        if int(n_clusters) < 1 or int(dim) < 1:
+            raise ValueError(f"MixturePrior {name!r}: n_clusters and dim must be positive, got {n_clusters}, {dim}")
+        if int(restarts) < 1 or int(em_iterations) < 0 or not min_var > 0:
+            raise ValueError(f"MixturePrior {name!r}: restarts >= 1, em_iterations >= 0 and min_var > 0 needed")
+        if prior_variance not in ("cluster", "unit"):
+            raise ValueError(f"MixturePrior {name!r}: prior_variance must be 'cluster' or 'unit', got {prior_variance!r}")
+        self.n_clusters, self.dim = int(n_clusters), int(dim)
+        self.em_iterations, self.restarts = int(em_iterations), int(restarts)
+        self.min_var, self.lr, self.prior_variance = float(min_var), float(lr), prior_variance
+        self.means = nn.Parameter(torch.zeros(self.n_clusters, self.dim, device=self.device))
+        self.log_var = nn.Parameter(torch.zeros(self.n_clusters, self.dim, device=self.device))
+        self.logits = nn.Parameter(torch.zeros(self.n_clusters, device=self.device))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool, device=self.device))
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.responsibilities_: torch.Tensor | None = None
+        self.log_likelihood_: list[float] = []
+        self._joint_nll = None
+
+    # --- the protocol ---------------------------------------------------------------------------
+    def ports(self):
+        return {
+            "x": Port("x", sends=("gaussian",), accepts=("samples",), size=self.dim,
+                      doc="latent up; per-item prior N(mean, var) of its most probable component down"),
+            "c": Port("c", sends=("categorical",), accepts=("categorical",), size=self.n_clusters,
+                      doc="component: a prior in, P(c_i | x_i) out"),
+        }
+
+    def _check_input(self, port: str, message: Message) -> None:
+        if port == "x" and message.values.shape[0] < self.n_clusters:
+            raise DataError(f"MixturePrior {self.name!r}: {message.values.shape[0]} items on port 'x' "
+                            f"cannot fill {self.n_clusters} components")
+
+    def _data(self) -> torch.Tensor:
+        if "x" not in self.inbox:
+            raise DataError(f"MixturePrior {self.name!r}: no data received on port 'x'")
+        x = self.inbox["x"].values
+        prior = self.inbox.get("c")
+        if prior is not None and prior.n_items != x.shape[0]:
+            raise MessageError(f"MixturePrior {self.name!r}: the prior on 'c' has {prior.n_items} items "
+                               f"but 'x' has {x.shape[0]}")
+        return x
+
+    def _log_weights(self, idx=None) -> torch.Tensor:
+        log_pi = torch.log_softmax(self.logits, 0)
+        prior = self.inbox.get("c")
+        if prior is None:
+            return log_pi
+        probs = prior.probs if idx is None else prior.probs[idx]
+        return torch.log_softmax(log_pi + probs.clamp_min(1e-30).log(), dim=1)
+
+    def _log_var(self) -> torch.Tensor:
+        return self.log_var.clamp_min(math.log(self.min_var))
+
+    # --- EM ---------------------------------------------------------------------------------------
+    def _kmeans_pp(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        first = torch.randint(n, (1,), generator=self.generator, device=x.device)
+        centres = x[first]
+        for _ in range(1, self.n_clusters):
+            d2 = torch.cdist(x, centres).pow(2).min(1).values
+            pick = torch.multinomial(d2 / d2.sum(), 1, generator=self.generator)
+            centres = torch.cat([centres, x[pick]])
+        for _ in range(10):  # a few Lloyd iterations
+            assign = torch.cdist(x, centres).argmin(1)
+            sums = torch.zeros_like(centres).index_add_(0, assign, x)
+            counts = torch.bincount(assign, minlength=self.n_clusters).to(x.dtype)[:, None]
+            centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        return centres
+
+    def _em(self, x, means, log_var, logits, iterations):
+        prior = self.inbox.get("c")
+        log_prior = None if prior is None else prior.probs.clamp_min(1e-30).log()
+        ll = torch.tensor(float("-inf"), device=x.device)
+        for _ in range(iterations):
+            log_w = torch.log_softmax(logits, 0)
+            if log_prior is not None:
+                log_w = torch.log_softmax(log_w + log_prior, 1)
+            log_px, joint = diagonal_mixture_log_density(x, means, log_var, log_w)
+            ll = log_px.mean()
+            r = torch.softmax(joint, 1)
+            nk = r.sum(0)
+            alive = nk > 1e-3
+            new_means = (r.T @ x) / nk.clamp_min(1e-3)[:, None]
+            new_var = (r.T @ x.pow(2)) / nk.clamp_min(1e-3)[:, None] - new_means.pow(2)
+            means = torch.where(alive[:, None], new_means, means)
+            log_var = torch.where(alive[:, None], new_var.clamp_min(self.min_var).log(), log_var)
+            logits = (nk / x.shape[0]).clamp_min(1e-8).log()
+        return means, log_var, logits, float(ll)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        x = self._data()
+        if not bool(self.initialised):
+            best = None
+            spread = x.var(0, unbiased=False).clamp_min(self.min_var).log()
+            for _ in range(self.restarts):
+                start = (self._kmeans_pp(x), spread.expand(self.n_clusters, -1).clone(),
+                         torch.zeros(self.n_clusters, device=x.device))
+                fit = self._em(x, *start, max(self.em_iterations, 1))
+                if best is None or fit[3] > best[3]:
+                    best = fit
+            means, log_var, logits, ll = best
+            self.initialised.fill_(True)
+        else:
+            means, log_var, logits, ll = self._em(x, self.means.detach(), self._log_var().detach(),
+                                                  self.logits.detach(), self.em_iterations)
+        self.means.copy_(means)
+        self.log_var.copy_(log_var)
+        self.logits.copy_(logits)
+        self.log_likelihood_.append(ll)
+        self._refresh(x)
+        self.n_updates += 1
+
+    @torch.no_grad()
+    def _refresh(self, x) -> None:
+        pi_only = torch.log_softmax(self.logits, 0)
+        _, joint = diagonal_mixture_log_density(x, self.means, self._log_var(), pi_only)
+        self.responsibilities_ = torch.softmax(joint, 1)
+
+    # --- joint training ---------------------------------------------------------------------------
+    def joint_begin(self) -> None:
+        if not bool(self.initialised):
+            if "x" not in self.inbox:
+                raise DataError(f"MixturePrior {self.name!r}: joint training starts from fitted components; "
+                                f"run a warmup round first (JointTrainer(warmup=1)) so that a latent arrives")
+            self.update()
+            self.n_updates -= 1  # the fit belongs to this joint round
+        self._joint_nll = torch.zeros((), device=self.device)
+        self._joint_items = 0
+
+    def joint_forward(self, idx, live, scored):
+        """``-log p(x)`` of the minibatch's latent (a live (B, D) tensor from the module below,
+        or :class:`~serket.module.Rows` with several weighted rows per item), summed over rows
+        and divided by the number of items."""
+        x = live["x"] if "x" in live else self._data()[idx]
+        if isinstance(x, Rows):
+            values, items, weights = x
+        else:
+            values, items, weights = x, None, None
+        log_w = self._log_weights(idx)
+        if log_w.ndim == 2 and items is not None:
+            log_w = log_w[items]
+        log_px, _ = diagonal_mixture_log_density(values, self.means, self._log_var(), log_w)
+        if weights is not None:
+            log_px = log_px * weights
+        loss = -log_px.sum() / idx.numel()
+        self._joint_nll += loss.detach() * idx.numel()
+        self._joint_items += idx.numel()
+        return loss, {}
+
+    def joint_end(self) -> None:
+        with torch.no_grad():
+            self.log_var.clamp_(min=math.log(self.min_var))
+        self.log_likelihood_.append(-float(self._joint_nll) / max(self._joint_items, 1))
+        self._refresh(self._data())
+        self.n_updates += 1
+
+    # --- outputs ----------------------------------------------------------------------------------
+    def publish(self):
+        if self.responsibilities_ is None:
+            return {}
+        best = self.responsibilities_.argmax(1)
+        mean = self.means.detach()[best]
+        var = torch.ones_like(mean) if self.prior_variance == "unit" else self._log_var().detach().exp()[best]
+        return {"x": Gaussian(mean, var), "c": Categorical(self.responsibilities_)}
+
+    def predict(self):
+        if self.responsibilities_ is None:
+            return None
+        log_r = self.responsibilities_.clamp_min(1e-30).log()
+        prior = self.inbox.get("c")
+        if prior is not None and prior.n_items == log_r.shape[0]:
+            log_r = log_r + prior.probs.clamp_min(1e-30).log()
+        return log_r.argmax(1)
+
+    def log_likelihood(self) -> float:
+        """Mean log p(x) of the latest data under the current parameters (an unsupervised score)."""
+        with torch.no_grad():
+            log_px, _ = diagonal_mixture_log_density(self._data(), self.means, self._log_var(), self._log_weights())
+        return float(log_px.mean())
+
+    def diagnostics(self) -> dict:
+        return {"log_likelihood": self.log_likelihood_[-1]} if self.log_likelihood_ else {}
+
+    # --- state --------------------------------------------------------------------------------------
+    def _learned_state(self):
+        return {"optimizer": self.optimizer.state_dict(),
+                "responsibilities": None if self.responsibilities_ is None else self.responsibilities_.cpu(),
+                "log_likelihood": list(self.log_likelihood_)}
+
+    def _load_learned_state(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        r = state["responsibilities"]
+        self.responsibilities_ = None if r is None else r.to(self.device)
+        self.log_likelihood_ = list(state["log_likelihood"])
+
+    def _move_state(self, device):
+        if getattr(self, "responsibilities_", None) is not None:
+            self.responsibilities_ = self.responsibilities_.to(device)
+
+    def extra_repr(self):
+        return (f"name={self.name!r}, n_clusters={self.n_clusters}, dim={self.dim}, em_iterations={self.em_iterations}, "
+                f"restarts={self.restarts}, min_var={self.min_var}, lr={self.lr}, prior_variance={self.prior_variance!r}, "
+                f"device={self.device}")

@@ -1,0 +1,453 @@
+"""Multimodal VAEs: one latent ``z`` shared by several modalities (image, speech, ...).
+
+Both modules generate every modality from one latent, ``x_m ~ p_m(x_m | decoder_m(z))``, with
+``z`` drawn from the prior their upper module sends on ``z`` (a per-item Gaussian, e.g. a
+mixture's component) or N(0, I) when none has arrived. They differ in inference:
+
+* :class:`MVAE` (Wu & Goodman, 2018): q(z | x_S) for any subset S of modalities is the product
+  of Gaussian experts — a prior expert N(0, I) and one expert q_m(z | x_m) per present modality.
+  Its objective sums the ELBO of the joint posterior and of each single modality's posterior
+  (each reconstructing the modalities it saw); a per-item ``mask`` (port ``mask``, (N, M) of
+  0/1) marks missing modalities, whose experts and terms drop out — so it trains on
+  incomplete items.
+* :class:`JMVAE` (JMVAE-kl, Suzuki et al., 2016): a joint encoder q(z | x_1..x_M) on all the
+  modalities and one unimodal encoder per modality. The objective is the joint ELBO plus
+  ``alpha * sum_m KL(q(z | x_all) || q(z | x_m))``, which pulls each unimodal encoder toward
+  the joint one, so that a single modality can stand in for all. Inference uses the joint
+  encoder when every modality is present, the unimodal encoder for one, and the product of
+  the unimodal experts for any other subset. It trains on complete items only.
+
+Likelihoods per modality: ``"bernoulli"`` (data in [0, 1], e.g. pixels) or ``"gaussian"`` (a
+learned variance per dimension, e.g. standardised speech features); ``weights`` scale each
+modality's reconstruction term (the MVAE paper's lambda).
+
+Ports: one per modality (accepts ``samples`` of its width), ``mask`` (accepts ``samples``,
+width M, optional), ``z`` (sends ``samples`` — posterior means of the observed modalities, or a
+draw — and accepts a per-item ``gaussian`` prior).
+
+Trained alternately (:meth:`update`: epochs of Adam on the fixed prior message) or jointly
+(:meth:`joint_forward`: the upper module scores the latent samples of every ELBO term).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from serket.connections import product_of_gaussians
+from serket.errors import DataError, MessageError
+from serket.messages import Gaussian, Samples
+from serket.module import Module, Port, Rows, derive_seed
+from serket.modules.vae import _MLPDecoder, _MLPEncoder, gaussian_kl, gaussian_neg_entropy
+
+__all__ = ["MVAE", "JMVAE"]
+
+_LOG_2PI = math.log(2 * math.pi)
+_RESERVED = ("z", "mask")
+
+
+class _MultimodalVAE(Module):
+    """What MVAE and JMVAE share: ports, decoders, likelihoods, training loops, state."""
+
+    def __init__(self, name: str, modalities: dict, *, likelihoods: dict | None = None,
+                 weights: dict | None = None, z_dim: int = 10, hidden=(512, 256), epochs: int = 20,
+                 first_epochs: int | None = None, batch_size: int = 500, lr: float = 1e-3,
+                 kl_weight: float = 1.0, send: str = "mean", seed: int = 0, device="cpu"):
+        super().__init__(name, seed=seed, device=device)
+        kind = type(self).__name__
+        if not isinstance(modalities, dict) or not modalities:
+            raise ValueError(f"{kind} {name!r}: modalities must be a non-empty {{name: width}} dict")
+        for m, width in modalities.items():
+            if m in _RESERVED or not str(m).isidentifier():
+                raise ValueError(f"{kind} {name!r}: modality name {m!r} is not allowed (not 'z', 'mask', "
+                                 f"and an identifier)")
+            if int(width) < 1:
+                raise ValueError(f"{kind} {name!r}: modality {m!r} needs a positive width, got {width}")
+        likelihoods = {m: "gaussian" for m in modalities} | dict(likelihoods or {})
+        weights = {m: 1.0 for m in modalities} | dict(weights or {})
+        unknown = (set(likelihoods) | set(weights)) - set(modalities)
+        if unknown:
+            raise ValueError(f"{kind} {name!r}: likelihoods/weights name unknown modalities {sorted(unknown)}")
+        for m, lik in likelihoods.items():
+            if lik not in ("bernoulli", "gaussian"):
+                raise ValueError(f"{kind} {name!r}: likelihood of {m!r} must be 'bernoulli' or 'gaussian', got {lik!r}")
+        if send not in ("mean", "sample"):
+            raise ValueError(f"{kind} {name!r}: send must be 'mean' or 'sample', got {send!r}")
+        if int(z_dim) < 1 or int(batch_size) < 1 or int(epochs) < 0:
+            raise ValueError(f"{kind} {name!r}: z_dim and batch_size must be positive and epochs >= 0")
+        self.modalities = {m: int(w) for m, w in modalities.items()}
+        self.names = list(self.modalities)
+        self.likelihoods, self.weights = likelihoods, {m: float(w) for m, w in weights.items()}
+        self.z_dim, self.hidden = int(z_dim), tuple(int(h) for h in (hidden if isinstance(hidden, (tuple, list)) else (hidden,)))
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.first_epochs = self.epochs if first_epochs is None else int(first_epochs)
+        self.kl_weight, self.send = float(kl_weight), send
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.name + "/weights"))
+            self.encoders = nn.ModuleDict({m: _MLPEncoder(w, self.hidden, self.z_dim) for m, w in self.modalities.items()})
+            self.decoders = nn.ModuleDict({m: _MLPDecoder(self.z_dim, self.hidden, w) for m, w in self.modalities.items()})
+            self.out_logvar = nn.ParameterDict({m: nn.Parameter(torch.zeros(w)) for m, w in self.modalities.items()
+                                                if self.likelihoods[m] == "gaussian"})
+            self._build_extra()
+        self.to(self.device)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.loss_history_: list[dict[str, float]] = []
+        self.latent_: torch.Tensor | None = None
+        self.posterior_: Gaussian | None = None
+
+    def _build_extra(self) -> None:
+        """Hook for subclasses' extra networks (built from the module's weight stream)."""
+
+    # --- inference and generation ----------------------------------------------------------------
+    def _expert(self, m, x):
+        mu, logvar = self.encoders[m](x)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    def posterior(self, batch: dict, mask: torch.Tensor | None = None):
+        """``(mu, logvar)`` of q(z | the present modalities), each (B, z_dim). ``batch`` maps
+        modality names to (B, width) tensors (any subset); ``mask`` (B, M) marks, per item, which
+        of the modalities (in the module's order) are present."""
+        raise NotImplementedError
+
+    def infer(self, batch: dict, mask: torch.Tensor | None = None) -> Gaussian:
+        """q(z | any subset of modalities) as a Gaussian message (no gradients)."""
+        self._check_batch(batch)
+        with torch.no_grad():
+            mu, logvar = self.posterior(batch, mask)
+        return Gaussian(mu, logvar.exp())
+
+    def generate(self, z: torch.Tensor, modality: str) -> torch.Tensor:
+        """The mean of p(x_modality | z): pixel probabilities or Gaussian means."""
+        if modality not in self.modalities:
+            raise DataError(f"{type(self).__name__} {self.name!r} has no modality {modality!r}; it has {self.names}")
+        with torch.no_grad():
+            out = self.decoders[modality](z)
+        return torch.sigmoid(out) if self.likelihoods[modality] == "bernoulli" else out
+
+    def cross_generate(self, batch: dict, target: str) -> torch.Tensor:
+        """Generate ``target`` from the posterior mean given the modalities in ``batch``."""
+        return self.generate(self.infer(batch).mean, target)
+
+    def _check_batch(self, batch: dict) -> None:
+        unknown = set(batch) - set(self.modalities)
+        if unknown or not batch:
+            raise DataError(f"{type(self).__name__} {self.name!r}: give some of the modalities {self.names}; "
+                            f"got {sorted(batch)}")
+        for m, x in batch.items():
+            if x.ndim != 2 or x.shape[1] != self.modalities[m]:
+                raise DataError(f"{type(self).__name__} {self.name!r}: modality {m!r} needs (N, {self.modalities[m]}) "
+                                f"data, got shape {tuple(x.shape)}")
+
+    # --- the objective -----------------------------------------------------------------------------
+    def _reconstruction(self, m, x, z):
+        out = self.decoders[m](z)
+        if self.likelihoods[m] == "bernoulli":
+            return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
+        lv = self.out_logvar[m]
+        return 0.5 * ((x - out).pow(2) / lv.exp() + lv + _LOG_2PI).sum(-1)
+
+    def _noise(self, like):
+        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+
+    def _terms(self, batch, mask):
+        """The ELBO terms: a list of ``(label, mu, logvar, reconstructed modalities, item weight)``
+        plus extra per-item penalties ``{label: (B,) tensor}``."""
+        raise NotImplementedError
+
+    def objective(self, batch, mask=None, prior_mean=None, prior_var=None, scored=False):
+        """``(loss, report, rows)``: the negative objective averaged over items; the report of
+        every term (reconstruction per modality, KL per ELBO term, penalties); and, when the
+        prior is scored above (``scored=True``), the latent :class:`Rows` to send up."""
+        b = next(iter(batch.values())).shape[0]
+        mask = self._full_mask(b, batch) if mask is None else mask
+        elbo_terms, penalties = self._terms(batch, mask)
+        total = torch.zeros(b, device=mask.device)
+        report, rows = {}, []
+        for label, mu, logvar, targets, weight in elbo_terms:
+            z = mu + (0.5 * logvar).exp() * self._noise(mu)
+            rec_sum = torch.zeros(b, device=mask.device)
+            for m in targets:
+                present = mask[:, self.names.index(m)]
+                rec = self._reconstruction(m, batch[m], z) * present
+                rec_sum = rec_sum + self.weights[m] * rec
+                report[f"reconstruction_{m}_{label}"] = rec.mean()
+            if scored:
+                kl = gaussian_neg_entropy(logvar)
+                rows.append((z, weight))
+            else:
+                kl = gaussian_kl(mu, logvar, prior_mean, prior_var)
+            report[f"kl_{label}" if not scored else f"neg_entropy_{label}"] = (kl * weight).mean()
+            total = total + weight * (rec_sum + self.kl_weight * kl)
+        for label, value in penalties.items():
+            report[label] = value.mean()
+            total = total + value
+        loss = total.mean()
+        report["loss"] = loss
+        live = None
+        if scored:
+            items = torch.arange(b, device=mask.device)
+            live = Rows(torch.cat([z for z, _ in rows]), items.repeat(len(rows)),
+                        torch.cat([w for _, w in rows]) * self.kl_weight)
+        return loss, report, live
+
+    def _full_mask(self, b, batch):
+        return torch.stack([torch.full((b,), float(m in batch), device=self.device) for m in self.names], 1)
+
+    # --- the protocol --------------------------------------------------------------------------------
+    def ports(self):
+        ports = {m: Port(m, accepts=("samples",), size=w, doc=f"observed {m}") for m, w in self.modalities.items()}
+        ports["mask"] = Port("mask", accepts=("samples",), size=len(self.names),
+                             doc="per item, 1 where a modality is present, 0 where it is missing")
+        ports["z"] = Port("z", sends=("samples",), accepts=("gaussian",), size=self.z_dim,
+                          doc="shared latent: posterior means/draws up, per-item Gaussian prior down")
+        return ports
+
+    def _check_input(self, port, message):
+        if port == "z":
+            return
+        x = message.values
+        if x.shape[0] == 0:
+            raise DataError(f"{type(self).__name__} {self.name!r}: the data on port {port!r} are empty")
+        if port == "mask":
+            if not bool(((x == 0) | (x == 1)).all()):
+                raise DataError(f"{type(self).__name__} {self.name!r}: the mask must hold only 0 and 1")
+            if bool((x.sum(1) == 0).any()):
+                bad = int((x.sum(1) == 0).nonzero()[0])
+                raise DataError(f"{type(self).__name__} {self.name!r}: item {bad} has no modality present")
+        elif self.likelihoods[port] == "bernoulli":
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0.0 or hi > 1.0:
+                raise DataError(f"{type(self).__name__} {self.name!r}: a Bernoulli likelihood needs data in [0, 1]; "
+                                f"port {port!r} has values in [{lo:g}, {hi:g}]")
+
+    def _inputs(self):
+        missing = [m for m in self.names if m not in self.inbox]
+        if missing:
+            raise DataError(f"{type(self).__name__} {self.name!r}: no data received on ports {missing} "
+                            f"(send zeros and a mask for a modality that is missing for some items)")
+        data = {m: self.inbox[m].values for m in self.names}
+        n = {m: x.shape[0] for m, x in data.items()}
+        mask = self.inbox["mask"].values if "mask" in self.inbox else None
+        if mask is not None:
+            n["mask"] = mask.shape[0]
+        prior = self.inbox.get("z")
+        if prior is not None:
+            n["z (prior)"] = prior.n_items
+        if len(set(n.values())) > 1:
+            raise MessageError(f"{type(self).__name__} {self.name!r}: the ports hold different numbers of items: {n}")
+        if mask is None:
+            mask = torch.ones(next(iter(n.values())), len(self.names), device=self.device)
+        return data, mask, prior
+
+    def _run_batch(self, data, mask, prior, idx, scored=False):
+        batch = {m: x[idx] for m, x in data.items()}
+        return self.objective(batch, mask[idx],
+                              None if prior is None or scored else prior.mean[idx],
+                              None if prior is None or scored else prior.var[idx], scored=scored)
+
+    def _record(self, totals: dict, n: int) -> None:
+        self.loss_history_.append({k: float(v) / n for k, v in totals.items()})
+
+    def update(self) -> None:
+        data, mask, prior = self._inputs()
+        self._check_training_mask(mask)
+        n = mask.shape[0]
+        self.train()
+        epochs = self.first_epochs if self.n_updates == 0 else self.epochs
+        totals: dict = {}
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+            totals = {}
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                loss, report, _ = self._run_batch(data, mask, prior, idx)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                for k, v in report.items():
+                    totals[k] = totals.get(k, 0.0) + v.detach() * idx.numel()
+        if totals:
+            self._record(totals, n)
+        self._publish_latent(data, mask)
+        self.n_updates += 1
+
+    def _check_training_mask(self, mask) -> None:
+        """Hook: JMVAE refuses incomplete items."""
+
+    def _publish_latent(self, data, mask) -> None:
+        self.eval()
+        with torch.no_grad():
+            mu, logvar = self.posterior(data, mask)
+        self.posterior_ = Gaussian(mu, logvar.exp())
+        self.latent_ = mu if self.send == "mean" else mu + (0.5 * logvar).exp() * self._noise(mu)
+
+    def publish(self):
+        return {} if self.latent_ is None else {"z": Samples(self.latent_)}
+
+    # --- joint training ------------------------------------------------------------------------------
+    def joint_begin(self) -> None:
+        data, mask, _ = self._inputs()
+        self._check_training_mask(mask)
+        self.train()
+        self._joint_totals, self._joint_items = {}, 0
+
+    def joint_forward(self, idx, live, scored):
+        data, mask, prior = self._inputs()
+        loss, report, rows = self._run_batch(data, mask, prior, idx, scored="z" in scored)
+        for k, v in report.items():
+            self._joint_totals[k] = self._joint_totals.get(k, 0.0) + v.detach() * idx.numel()
+        self._joint_items += idx.numel()
+        return loss, ({"z": rows} if rows is not None else {})
+
+    def joint_end(self) -> None:
+        if self._joint_totals:
+            self._record(self._joint_totals, self._joint_items)
+        data, mask, _ = self._inputs()
+        self._publish_latent(data, mask)
+        self.n_updates += 1
+
+    def diagnostics(self) -> dict:
+        return dict(self.loss_history_[-1]) if self.loss_history_ else {}
+
+    # --- state -----------------------------------------------------------------------------------------
+    def _learned_state(self):
+        return {"optimizer": self.optimizer.state_dict(),
+                "latent": None if self.latent_ is None else self.latent_.detach().cpu(),
+                "loss_history": [dict(h) for h in self.loss_history_]}
+
+    def _load_learned_state(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.latent_ = None if state["latent"] is None else state["latent"].to(self.device)
+        self.loss_history_ = [dict(h) for h in state["loss_history"]]
+
+    def _move_state(self, device):
+        if getattr(self, "latent_", None) is not None:
+            self.latent_ = self.latent_.to(device)
+
+    def extra_repr(self):
+        return (f"name={self.name!r}, modalities={self.modalities}, likelihoods={self.likelihoods}, "
+                f"weights={self.weights}, z_dim={self.z_dim}, hidden={self.hidden}, epochs={self.epochs}, "
+                f"first_epochs={self.first_epochs}, batch_size={self.batch_size}, lr={self.lr}, "
+                f"kl_weight={self.kl_weight}, send={self.send!r}{self._extra_settings()}")
+
+    def _extra_settings(self) -> str:
+        return ""
+
+
+class MVAE(_MultimodalVAE):
+    """Multimodal VAE with a product-of-experts posterior (see the module docstring).
+
+    Args:
+        name: node name.
+        modalities: ``{name: width}``, e.g. ``{"image": 784, "speech": 195}``.
+        likelihoods: ``{name: "bernoulli" | "gaussian"}`` (default gaussian).
+        weights: reconstruction weight per modality (default 1).
+        z_dim, hidden: latent width and MLP hidden widths (encoders and decoders mirror).
+        epochs, first_epochs, batch_size, lr: Adam training per alternate update.
+        kl_weight: weight of the prior terms.
+        send: ``"mean"`` or ``"sample"`` upward on ``z``.
+
+    Example::
+
+        mvae = MVAE("mvae", {"image": 784, "speech": 195}, likelihoods={"image": "bernoulli"})
+        mvae.fit(image=images, speech=features)
+        mvae.cross_generate({"speech": features[:8]}, "image")   # (8, 784) pixel probabilities
+    """
+
+    def posterior(self, batch, mask=None):
+        self._check_batch(batch)
+        b = next(iter(batch.values())).shape[0]
+        mask = self._full_mask(b, batch) if mask is None else mask
+        means, variances = [], []
+        for m in self.names:
+            if m not in batch:
+                continue
+            mu, logvar = self._expert(m, batch[m])
+            present = mask[:, self.names.index(m)][:, None]
+            # a missing modality's expert gets zero precision (infinite variance): it drops out
+            means.append(mu)
+            variances.append(torch.where(present > 0, logvar.exp(), torch.full_like(mu, float("inf"))))
+        zeros = torch.zeros(b, self.z_dim, device=mask.device)
+        mean, var = product_of_gaussians(means, variances, zeros[:1], torch.ones_like(zeros[:1]))
+        return mean, var.log()
+
+    def _terms(self, batch, mask):
+        terms = [("joint", *self.posterior(batch, mask), self.names, torch.ones(mask.shape[0], device=mask.device))]
+        if len(self.names) > 1:
+            for m in self.names:
+                present = mask[:, self.names.index(m)]
+                mu, logvar = self.posterior({m: batch[m]}, mask)
+                terms.append((m, mu, logvar, [m], present))
+        return terms, {}
+
+
+class JMVAE(_MultimodalVAE):
+    """JMVAE-kl: a joint encoder, unimodal encoders pulled toward it (see the module docstring).
+
+    Args: those of :class:`MVAE`, and
+        alpha: weight of the KL terms between the joint and each unimodal posterior.
+    """
+
+    def __init__(self, name: str, modalities: dict, *, alpha: float = 1.0, **kwargs):
+        self.alpha = float(alpha)
+        super().__init__(name, modalities, **kwargs)
+        if self.alpha < 0:
+            raise ValueError(f"JMVAE {name!r}: alpha must be non-negative, got {alpha}")
+
+    def _build_extra(self):
+        self.joint_encoder = _MLPEncoder(sum(self.modalities.values()), self.hidden, self.z_dim)
+
+    def _joint(self, batch):
+        mu, logvar = self.joint_encoder(torch.cat([batch[m] for m in self.names], 1))
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    def posterior(self, batch, mask=None):
+        self._check_batch(batch)
+        b = next(iter(batch.values())).shape[0]
+        mask = self._full_mask(b, batch) if mask is None else mask
+        complete = mask.sum(1) == len(self.names)
+        present = [m for m in self.names if m in batch]
+        if len(present) == len(self.names) and bool(complete.all()):
+            return self._joint(batch)
+        if len(present) == len(self.names) and bool(complete.any()):
+            # items differ: the joint encoder for complete ones, the unimodal experts otherwise
+            mu_j, lv_j = self._joint(batch)
+            mu_u, lv_u = self._unimodal_product(batch, mask)
+            keep = complete[:, None]
+            return torch.where(keep, mu_j, mu_u), torch.where(keep, lv_j, lv_u)
+        return self._unimodal_product(batch, mask)
+
+    def _unimodal_product(self, batch, mask):
+        means, variances = [], []
+        for m in self.names:
+            if m not in batch:
+                continue
+            mu, logvar = self._expert(m, batch[m])
+            present = mask[:, self.names.index(m)][:, None]
+            means.append(mu)
+            variances.append(torch.where(present > 0, logvar.exp(), torch.full_like(mu, float("inf"))))
+        if len(means) == 1:
+            return means[0], variances[0].log()
+        mean, var = product_of_gaussians(means, variances)
+        return mean, var.log()
+
+    def _check_training_mask(self, mask):
+        if not bool((mask == 1).all()):
+            raise DataError(f"JMVAE {self.name!r} trains on complete items only (its joint encoder needs "
+                            f"every modality); {int((mask.sum(1) < len(self.names)).sum())} items miss one: "
+                            f"use MVAE to train with missing modalities")
+
+    def _terms(self, batch, mask):
+        mu, logvar = self._joint(batch)
+        penalties = {}
+        for m in self.names:
+            mu_m, lv_m = self._expert(m, batch[m])
+            kl = gaussian_kl(mu, logvar, mu_m, lv_m.exp())
+            penalties[f"kl_joint_to_{m}"] = self.alpha * kl
+        return [("joint", mu, logvar, self.names, torch.ones(mask.shape[0], device=mask.device))], penalties
+
+    def _extra_settings(self):
+        return f", alpha={self.alpha}"

@@ -1,0 +1,141 @@
+"""Joint training: gradients cross connections, the known optimum of a toy graph, the mode flag."""
+
+import pytest
+import torch
+
+from serket.connections import Observation
+from serket.errors import GraphError
+from serket.graph import Graph
+from serket.messages import Samples
+from serket.module import Module, Port
+from serket.modules.gmm import GMM
+from serket.modules.mixture import MixturePrior, diagonal_mixture_log_density
+from serket.modules.vae import VAE
+from serket.training import JointTrainer, train
+
+
+class Scale(Module):
+    """z = a * x with a learnable scalar a; its own objective is 0.5 (a - 2)^2."""
+
+    def __init__(self, name, *, seed=0, device="cpu"):
+        super().__init__(name, seed=seed, device=device)
+        self.a = torch.nn.Parameter(torch.ones((), device=self.device))
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=0.02)
+
+    def ports(self):
+        return {"x": Port("x", accepts=("samples",), size=1), "z": Port("z", sends=("samples",), accepts=("gaussian",), size=1)}
+
+    def update(self):
+        self.n_updates += 1
+
+    def publish(self):
+        return {"z": Samples(self.a.detach() * self.inbox["x"].values)}
+
+    def joint_forward(self, idx, live, scored):
+        z = self.a * self.inbox["x"].values[idx]
+        return 0.5 * (self.a - 2.0) ** 2, {"z": z}
+
+
+def _toy(feedback=True, n=2000):
+    gen = torch.Generator().manual_seed(0)
+    x = 1.5 + 0.5 * torch.randn(n, 1, generator=gen)
+    graph = Graph(seed=0)
+    graph.add(Observation("data", x))
+    graph.add(Scale("scale"))
+    graph.add(MixturePrior("prior", n_clusters=1, dim=1, lr=0.02, restarts=1))
+    graph.observe("data", "scale.x")
+    graph.head_to_tail(upper="prior.x", lower="scale.z", feedback=feedback)
+    return graph, x
+
+
+def test_joint_training_reaches_the_known_optimum_of_a_toy_graph():
+    # J(a, mu, s2) = 0.5 (a-2)^2 + mean_i -log N(a x_i; mu, s2). At the optimum mu = a m,
+    # s2 = a^2 v, so J(a) = 0.5 (a-2)^2 + log a + const, minimised at a = 1: the child's own
+    # objective alone would give a = 2, so reaching a = 1 needs the gradient through the edge.
+    graph, x = _toy()
+    train(graph, 40, mode="joint", warmup=1, epochs=5, batch_size=500, progress=False)
+    a = float(graph.node("scale").a.detach())
+    prior = graph.node("prior")
+    assert a == pytest.approx(1.0, abs=0.03)
+    assert float(prior.means[0, 0]) == pytest.approx(a * float(x.mean()), abs=0.03)
+    assert float(prior._log_var().exp()[0, 0]) == pytest.approx(a * a * float(x.var(unbiased=False)), rel=0.08)
+
+
+def test_a_one_way_edge_stops_the_gradient():
+    graph, _ = _toy(feedback=False)
+    train(graph, 40, mode="joint", warmup=1, epochs=5, batch_size=500, progress=False)
+    assert float(graph.node("scale").a.detach()) == pytest.approx(2.0, abs=0.03)
+
+
+def test_the_mixture_density_and_em_fit():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(600, 2, generator=gen) * 0.3 + torch.tensor([3.0, 0.0]),
+                   torch.randn(400, 2, generator=gen) * 0.5 - torch.tensor([3.0, 1.0])])
+    prior = MixturePrior("m", n_clusters=2, dim=2, em_iterations=50, restarts=3).fit(x=x)
+    order = prior.means[:, 0].argsort(descending=True)
+    assert torch.allclose(prior.means.detach()[order], torch.tensor([[3.0, 0.0], [-3.0, -1.0]]), atol=0.08)
+    assert torch.allclose(prior._log_var().detach().exp()[order], torch.tensor([[0.09, 0.09], [0.25, 0.25]]), rtol=0.2)
+    assert torch.allclose(torch.softmax(prior.logits.detach(), 0)[order], torch.tensor([0.6, 0.4]), atol=0.01)
+    # the density against torch.distributions
+    means, log_var = torch.randn(3, 2), torch.randn(3, 2) * 0.3
+    log_w = torch.log_softmax(torch.randn(3), 0)
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=log_w),
+        torch.distributions.Independent(torch.distributions.Normal(means, (0.5 * log_var).exp()), 1))
+    ours, _ = diagonal_mixture_log_density(x[:5], means, log_var, log_w)
+    assert torch.allclose(ours, mix.log_prob(x[:5]), atol=1e-5)
+
+
+def _vae_graph(prior_cls, **prior_kw):
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(60, 16, generator=gen) > 0.5).float()
+    graph = Graph(seed=3)
+    graph.add(Observation("images", images))
+    graph.add(VAE("vae", x_dim=16, z_dim=2, hidden=(8,), epochs=2, batch_size=20))
+    graph.add(prior_cls("gmm", n_clusters=3, dim=2, **prior_kw))
+    graph.observe("images", "vae.x")
+    graph.head_to_tail(upper="gmm.x", lower="vae.z")
+    return graph
+
+
+def test_one_flag_switches_a_graph_between_alternate_and_joint():
+    # the same classes, untouched, under both modes; with a Gibbs GMM (not differentiable) the
+    # joint trainer steps it between rounds; with the mixture it learns by gradient
+    for prior_cls, kw in ((GMM, {"sweeps": 3}), (MixturePrior, {"em_iterations": 5})):
+        for mode in ("alternate", "joint"):
+            graph = _vae_graph(prior_cls, **kw)
+            options = {"warmup": 1, "epochs": 2, "batch_size": 20} if mode == "joint" else {}
+            history = train(graph, 3, mode=mode, progress=False, labels=torch.arange(60) % 3, **options)
+            assert [h["mode"] for h in history] == (["alternate"] * 3 if mode == "alternate"
+                                                    else ["alternate", "joint", "joint"])
+            assert graph.node("gmm").predict().shape == (60,)
+            assert graph.node("vae").n_updates == 3
+
+
+def test_joint_training_resumes_exactly(tmp_path):
+    def run(rounds, directory):
+        graph = _vae_graph(MixturePrior, em_iterations=5)
+        JointTrainer(graph, rounds=rounds, warmup=1, epochs=2, batch_size=20, checkpoint_dir=directory,
+                     progress=False).run()
+        return graph
+    whole = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    resumed = run(4, tmp_path / "b")
+    for (name, p), (_, q) in zip(whole.node("vae").state_dict().items(), resumed.node("vae").state_dict().items()):
+        if isinstance(p, torch.Tensor):
+            assert torch.equal(p, q), name
+    assert torch.equal(whole.node("gmm").means, resumed.node("gmm").means)
+
+
+def test_joint_training_errors_are_named():
+    graph = Graph(seed=0)
+    graph.add(Observation("d", torch.randn(30, 2)))
+    graph.add(GMM("gmm", n_clusters=2, dim=2))
+    graph.observe("d", "gmm.x")
+    with pytest.raises(GraphError, match="at least one differentiable module"):
+        JointTrainer(graph, rounds=1)
+    with pytest.raises(ValueError, match="mode must be"):
+        train(graph, 1, mode="both")
+    toy, _ = _toy()
+    with pytest.raises(Exception, match="warmup"):
+        train(toy, 1, mode="joint", warmup=0, progress=False)

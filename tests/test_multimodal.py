@@ -1,0 +1,137 @@
+"""MVAE and JMVAE: products of experts, missing modalities, objectives, conformance."""
+
+import math
+
+import pytest
+import torch
+
+from serket.errors import DataError
+from serket.messages import Gaussian, Samples
+from serket.modules.multimodal import JMVAE, MVAE
+from serket.testing import check_module
+
+
+def _pairs(n=48, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    image = (torch.rand(n, 16, generator=gen) > 0.5).float()
+    speech = torch.randn(n, 6, generator=gen)
+    return image, speech
+
+
+def _mvae(**kw):
+    return MVAE("mvae", {"image": 16, "speech": 6}, likelihoods={"image": "bernoulli"}, z_dim=3,
+                hidden=(12,), epochs=2, batch_size=16, **kw)
+
+
+def _jmvae(**kw):
+    return JMVAE("jmvae", {"image": 16, "speech": 6}, likelihoods={"image": "bernoulli"}, z_dim=3,
+                 hidden=(12,), epochs=2, batch_size=16, **kw)
+
+
+def test_the_product_of_experts_is_the_closed_form_product_of_gaussians():
+    image, speech = _pairs(5)
+    mvae = _mvae()
+    with torch.no_grad():
+        mu, logvar = mvae.posterior({"image": image, "speech": speech})
+        (m1, lv1), (m2, lv2) = mvae._expert("image", image), mvae._expert("speech", speech)
+    precision = 1.0 + 1.0 / lv1.exp() + 1.0 / lv2.exp()       # prior expert N(0, I) included
+    assert torch.allclose(logvar.exp(), 1.0 / precision, rtol=1e-5)
+    assert torch.allclose(mu, (m1 / lv1.exp() + m2 / lv2.exp()) / precision, rtol=1e-4, atol=1e-6)
+    # and against the product of the three densities, renormalised numerically on a grid
+    grid = torch.linspace(-8, 8, 200001, dtype=torch.float64)
+    def log_normal(m, v):
+        return -0.5 * ((grid - m) ** 2 / v + math.log(2 * math.pi * v))
+    for i, d in ((0, 0), (3, 2)):
+        log_p = (log_normal(0.0, 1.0) + log_normal(float(m1[i, d]), float(lv1[i, d].exp()))
+                 + log_normal(float(m2[i, d]), float(lv2[i, d].exp())))
+        p = torch.softmax(log_p, 0)
+        mean = float((p * grid).sum())
+        var = float((p * (grid - mean) ** 2).sum())
+        assert mean == pytest.approx(float(mu[i, d]), abs=1e-4)
+        assert var == pytest.approx(float(logvar[i, d].exp()), rel=1e-3)
+
+
+def test_a_missing_modality_drops_out_and_gives_the_unimodal_posterior():
+    image, speech = _pairs(6)
+    mvae = _mvae()
+    mask = torch.tensor([[1.0, 0.0]] * 3 + [[1.0, 1.0]] * 3)
+    with torch.no_grad():
+        masked = mvae.posterior({"image": image, "speech": speech}, mask)
+        image_only = mvae.posterior({"image": image})
+        both = mvae.posterior({"image": image, "speech": speech})
+        garbage = mvae.posterior({"image": image, "speech": speech * 100 + 7}, mask)
+    assert torch.allclose(masked[0][:3], image_only[0][:3]) and torch.allclose(masked[1][:3], image_only[1][:3])
+    assert torch.allclose(masked[0][3:], both[0][3:])
+    assert torch.allclose(garbage[0][:3], image_only[0][:3]), "a masked modality's values must not matter"
+    # JMVAE: one modality -> its unimodal encoder; both -> the joint encoder
+    jmvae = _jmvae()
+    with torch.no_grad():
+        speech_only = jmvae.posterior({"speech": speech})
+        expert = jmvae._expert("speech", speech)
+        joint = jmvae.posterior({"image": image, "speech": speech})
+        direct = jmvae._joint({"image": image, "speech": speech})
+    assert torch.allclose(speech_only[0], expert[0]) and torch.allclose(speech_only[1], expert[1])
+    assert torch.allclose(joint[0], direct[0])
+
+
+def test_mvae_trains_with_missing_modalities_and_ignores_their_values():
+    image, speech = _pairs(40)
+    mask = torch.ones(40, 2)
+    mask[::3, 1] = 0.0   # a third of the items have no speech
+    mvae = _mvae()
+    speech_in = speech.clone().requires_grad_(True)
+    loss, report, _ = mvae.objective({"image": image, "speech": speech_in}, mask)
+    loss.backward()
+    assert torch.all(speech_in.grad[::3] == 0), "missing speech must not enter the objective"
+    assert torch.any(speech_in.grad[1::3] != 0)
+    assert {"reconstruction_image_joint", "reconstruction_speech_joint", "kl_joint", "kl_image", "kl_speech"} <= set(report)
+    before = mvae.objective({"image": image, "speech": speech}, mask)[0].item()
+    mvae.epochs = mvae.first_epochs = 60
+    mvae.fit(image=image, speech=speech, mask=mask)
+    after = mvae.objective({"image": image, "speech": speech}, mask)[0].item()
+    assert after < before - 1.0
+    assert mvae.publish()["z"].values.shape == (40, 3)
+
+
+def test_jmvae_refuses_incomplete_items_and_reports_its_kl_terms():
+    image, speech = _pairs(20)
+    mask = torch.ones(20, 2)
+    mask[0, 0] = 0.0
+    with pytest.raises(DataError, match="complete items"):
+        _jmvae().fit(image=image, speech=speech, mask=mask)
+    loss, report, _ = _jmvae(alpha=2.0).objective({"image": image, "speech": speech})
+    assert {"kl_joint_to_image", "kl_joint_to_speech", "kl_joint"} <= set(report)
+
+
+def test_cross_generation_shapes_and_ranges():
+    image, speech = _pairs(10)
+    for model in (_mvae(), _jmvae()):
+        model.fit(image=image, speech=speech)
+        out = model.cross_generate({"speech": speech}, "image")
+        assert out.shape == (10, 16) and float(out.min()) >= 0 and float(out.max()) <= 1
+        assert model.cross_generate({"image": image}, "speech").shape == (10, 6)
+
+
+def test_multimodal_vaes_pass_the_conformance_check():
+    image, speech = _pairs(32)
+    prior = Gaussian(torch.zeros(32, 3), torch.ones(32, 3))
+    mask = torch.ones(32, 2)
+    mask[::4, 1] = 0.0
+    check_module(_mvae, {"image": Samples(image), "speech": Samples(speech), "z": prior, "mask": Samples(mask)})
+    check_module(_jmvae, {"image": Samples(image), "speech": Samples(speech), "z": prior})
+
+
+def test_bad_multimodal_input_is_named():
+    image, speech = _pairs(10)
+    with pytest.raises(ValueError, match="modality name"):
+        MVAE("m", {"z": 3})
+    with pytest.raises(DataError, match="Bernoulli"):
+        _mvae().receive("image", image * 3)
+    with pytest.raises(DataError, match="no data received on ports \\['speech'\\]"):
+        _mvae().fit(image=image)
+    with pytest.raises(DataError, match="no modality present"):
+        _mvae().receive("mask", torch.zeros(10, 2))
+    with pytest.raises(DataError, match="has no modality 'sound'"):
+        _mvae().generate(torch.zeros(2, 3), "sound")
+    with pytest.raises(DataError, match=r"needs \(N, 6\)"):
+        _mvae().infer({"speech": torch.zeros(4, 5)})
