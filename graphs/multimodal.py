@@ -157,7 +157,7 @@ def _parser():
 
     p = benchmark_parser("serket bench multimodal",
                          "MVAE+GMM and JMVAE+GMM on MNIST and spoken digits, trained alternately and jointly.",
-                         rounds=5)
+                         rounds=8)
     p.set_defaults(configs=CONFIGS)
     p._option_string_actions["--configs"].choices = CONFIGS
     p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"])

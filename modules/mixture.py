@@ -9,9 +9,9 @@ Unlike :class:`~serket.modules.gmm.GMM` (a Bayesian mixture sampled by collapsed
 mixture has point parameters — ``means`` (K, D), ``log_var`` (K, D), ``logits`` (K) — as
 ``nn.Parameter``s, so it learns either way:
 
-* alternately (:meth:`update`): EM on the samples received on ``x``, from ``restarts``
-  k-means++ starts, keeping the start with the highest log-likelihood (an unsupervised choice);
-  later updates continue EM from the current parameters;
+* alternately (:meth:`update`): EM on the samples received on ``x``, continued from the
+  current parameters and from ``restarts`` fresh k-means++ starts, keeping the fit with the
+  highest log-likelihood (an unsupervised choice: labels never enter);
 * jointly (:meth:`joint_forward`): it scores the lower module's live latent sample, adding
   ``-log p(x)`` (the mixture density, the categorical prior folded into the weights) to the
   summed objective, so that its parameters and the encoder below learn by the same gradient.
@@ -59,8 +59,8 @@ class MixturePrior(Module):
         n_clusters: K components.
         dim: D, the latent's width.
         em_iterations: EM iterations per :meth:`update`.
-        restarts: k-means++ starts tried in the first update; the one with the highest
-            log-likelihood is kept.
+        restarts: fresh k-means++ starts tried in every update beside the current parameters;
+            the fit with the highest log-likelihood is kept.
         min_var: floor on every component variance.
         lr: Adam's learning rate for joint training.
         prior_variance: ``"cluster"`` or ``"unit"``: the variance sent down on ``x``.
@@ -167,20 +167,17 @@ class MixturePrior(Module):
     @torch.no_grad()
     def update(self) -> None:
         x = self._data()
-        if not bool(self.initialised):
-            best = None
-            spread = x.var(0, unbiased=False).clamp_min(self.min_var).log()
-            for _ in range(self.restarts):
-                start = (self._kmeans_pp(x), spread.expand(self.n_clusters, -1).clone(),
-                         torch.zeros(self.n_clusters, device=x.device))
-                fit = self._em(x, *start, max(self.em_iterations, 1))
-                if best is None or fit[3] > best[3]:
-                    best = fit
-            means, log_var, logits, ll = best
-            self.initialised.fill_(True)
-        else:
-            means, log_var, logits, ll = self._em(x, self.means.detach(), self._log_var().detach(),
-                                                  self.logits.detach(), self.em_iterations)
+        spread = x.var(0, unbiased=False).clamp_min(self.min_var).log()
+        candidates = []
+        if bool(self.initialised):  # EM continued from the current parameters ...
+            candidates.append(self._em(x, self.means.detach(), self._log_var().detach(),
+                                       self.logits.detach(), max(self.em_iterations, 1)))
+        for _ in range(self.restarts):  # ... against fresh k-means++ starts: the likeliest wins
+            start = (self._kmeans_pp(x), spread.expand(self.n_clusters, -1).clone(),
+                     torch.zeros(self.n_clusters, device=x.device))
+            candidates.append(self._em(x, *start, max(self.em_iterations, 1)))
+        means, log_var, logits, ll = max(candidates, key=lambda c: c[3])
+        self.initialised.fill_(True)
         self.means.copy_(means)
         self.log_var.copy_(log_var)
         self.logits.copy_(logits)
@@ -196,12 +193,14 @@ class MixturePrior(Module):
 
     # --- joint training ---------------------------------------------------------------------------
     def joint_begin(self) -> None:
-        if not bool(self.initialised):
-            if "x" not in self.inbox:
-                raise DataError(f"MixturePrior {self.name!r}: joint training starts from fitted components; "
-                                f"run a warmup round first (JointTrainer(warmup=1)) so that a latent arrives")
-            self.update()
-            self.n_updates -= 1  # the fit belongs to this joint round
+        """Before each round of joint training: an EM refit on the latest latent (continued
+        from the current parameters and from ``restarts`` fresh starts, the likeliest kept);
+        the round's minibatches then move the parameters and the encoder by gradient."""
+        if "x" not in self.inbox:
+            raise DataError(f"MixturePrior {self.name!r}: joint training starts from fitted components; "
+                            f"run a warmup round first (JointTrainer(warmup=1)) so that a latent arrives")
+        self.update()
+        self.n_updates -= 1  # the refit belongs to this joint round
         self._joint_nll = torch.zeros((), device=self.device)
         self._joint_items = 0
 

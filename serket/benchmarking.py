@@ -16,7 +16,19 @@ from typing import Callable
 
 from .reporting import format_mean_sd, plot_rounds, write_json, write_text
 
-__all__ = ["run_benchmark", "benchmark_parser"]
+__all__ = ["run_benchmark", "benchmark_parser", "peak_memory"]
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (MiB) and, where CUDA is in use, peak GPU memory."""
+    import resource
+
+    import torch
+
+    out = {"cpu_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["gpu_allocated"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def benchmark_parser(prog: str, description: str, *, rounds: int):
@@ -96,12 +108,15 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
             ra, rb = reference(a, n), reference(b, n)
             cells.append(f"{format_mean_sd(diffs)} | | | {'-' if ra is None or rb is None else f'{rb - ra:.1f}'}")
         lines.append(f"| {b} − {a}, paired by seed | " + " | ".join(cells) + " | |")
+    memory = peak_memory()
     lines += ["", f"seeds {seeds}; mean ± sd across seeds; accuracy after Hungarian matching of "
-                  f"categories to the true digits (labels reach the metrics only)."]
+                  f"categories to the true digits (labels reach the metrics only).",
+              "peak memory of the whole benchmark process: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())]
     table = "\n".join(lines)
     print(table, flush=True)
     write_json(out / "results.json", {"title": title, "data": data_line, "settings": settings or {},
                                       "published": published, "summary": summary, "runs": runs,
+                                      "peak_memory_mib": memory,
                                       **(extra_info or {})})
     write_text(out / "results.md", f"# {title}\n\n{table}\n")
     curves = {(c if len(nodes) == 1 else f"{c}: {n}"): [[a * 100 for a in r["accuracy_per_round"][n]] for r in rs]
