@@ -48,7 +48,7 @@ done
 if [ "$#" -gt 0 ]; then
     echo "== serket bench multimodal --device cuda --seeds $*" | tee -a "$LOG"
     start=$(date +%s)
-    $PY -m serket.cli bench multimodal --device cuda --seeds "$@" --out /tmp/multimodal > "$OUT/multimodal.log" 2>&1 || status=1
+    timeout "${MM_TIMEOUT:-300}" $PY -m serket.cli bench multimodal --device cuda --seeds "$@" --out /tmp/multimodal > "$OUT/multimodal.log" 2>&1 || status=1
     echo "multimodal wall-clock $(( $(date +%s) - start )) s" | tee -a "$LOG"
     cp /tmp/multimodal/results.json /tmp/multimodal/results.md "$OUT/" 2>/dev/null
     cp /tmp/multimodal/speech_to_image_jmvae-alternate.png "$OUT/" 2>/dev/null
