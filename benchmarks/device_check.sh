@@ -20,9 +20,9 @@ export SERKET_CACHE_DIR=${SERKET_CACHE_DIR:-/tmp/serket_cache}
 PY=${PYTHON:-python3}
 
 if ls .device/whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
+    $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .device/whl/*.whl || exit 1
 fi
-$PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1
+$PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . || exit 1
 export PYTHONPATH=/tmp/site
 cd /tmp  # import the installed copy, not the source folders
 SRC=$OLDPWD
@@ -32,7 +32,10 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
 status=0
 deselect=""
 command -v espeak-ng >/dev/null || deselect="not synthes and not espeak and not synthetic"
-( cd "$SRC" && $PY -m pytest -q -p no:cacheprovider ${deselect:+-k "$deselect"} tests ) > /tmp/tests.log 2>&1
+# run a copy of the tests beside the examples they use, away from the source folders (which
+# would shadow the installed package, whose serket.modules comes from modules/)
+rm -rf /tmp/t && mkdir -p /tmp/t && cp -r "$SRC/tests" "$SRC/examples" "$SRC/benchmarks" "$SRC/pyproject.toml" /tmp/t/
+( cd /tmp/t && $PY -m pytest -q -p no:cacheprovider ${deselect:+-k "$deselect"} tests ) > /tmp/tests.log 2>&1
 tail -25 /tmp/tests.log | tee -a "$LOG"
 grep -qE "[0-9]+ passed" /tmp/tests.log && ! grep -qE "[0-9]+ (failed|error)" /tmp/tests.log || status=1
 

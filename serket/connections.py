@@ -353,8 +353,9 @@ class HeadToHead(Node):
             raise GraphError(f"head-to-head {name!r}: bag_weights must be 'scores' or 'uniform'")
         self.vocab_size = vocab_size
         self.bag_weights = bag_weights
+        self.seed = int(seed)
         self.generator = torch.Generator(device=self._device)
-        self.generator.manual_seed(int(seed))
+        self.generator.manual_seed(self.seed)
         self.outgoing: dict[str, Message] = {}
         self.chosen: torch.Tensor | None = None
 
@@ -425,13 +426,28 @@ class HeadToHead(Node):
     def publish(self):
         return dict(self.outgoing)
 
+    def to(self, device):
+        before = self._device
+        super().to(device)
+        if self._device != before:
+            # a generator cannot move between devices: a fresh one on the new device, seeded
+            # from the node's seed, so that runs stay reproducible per device
+            self.generator = torch.Generator(device=self._device)
+            self.generator.manual_seed(self.seed)
+        self.outgoing = {k: m.to(self._device) for k, m in self.outgoing.items()}
+        if self.chosen is not None:
+            self.chosen = self.chosen.to(self._device)
+        return self
+
     def state_dict(self):
         state = super().state_dict()
+        state["generator_device"] = str(self._device)
         state["generator"] = self.generator.get_state()
         state["outgoing"] = {k: m.state() for k, m in self.outgoing.items()}
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.generator.set_state(state["generator"])
+        if torch.device(state.get("generator_device", "cpu")).type == self._device.type:
+            self.generator.set_state(state["generator"])
         self.outgoing = {k: Message.from_state(v).to(self._device) for k, v in state["outgoing"].items()}
