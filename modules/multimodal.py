@@ -55,7 +55,7 @@ class _MultimodalVAE(Module):
     def __init__(self, name: str, modalities: dict, *, likelihoods: dict | None = None,
                  weights: dict | None = None, z_dim: int = 10, hidden=(512, 256), epochs: int = 20,
                  first_epochs: int | None = None, batch_size: int = 500, lr: float = 1e-3,
-                 kl_weight: float = 1.0, send: str = "mean", seed: int = 0, device="cpu"):
+                 kl_weight: float = 1.0, kl_anneal: int = 0, send: str = "mean", seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         kind = type(self).__name__
         if not isinstance(modalities, dict) or not modalities:
@@ -76,15 +76,15 @@ class _MultimodalVAE(Module):
                 raise ValueError(f"{kind} {name!r}: likelihood of {m!r} must be 'bernoulli' or 'gaussian', got {lik!r}")
         if send not in ("mean", "sample"):
             raise ValueError(f"{kind} {name!r}: send must be 'mean' or 'sample', got {send!r}")
-        if int(z_dim) < 1 or int(batch_size) < 1 or int(epochs) < 0:
-            raise ValueError(f"{kind} {name!r}: z_dim and batch_size must be positive and epochs >= 0")
+        if int(z_dim) < 1 or int(batch_size) < 1 or int(epochs) < 0 or int(kl_anneal) < 0:
+            raise ValueError(f"{kind} {name!r}: z_dim and batch_size must be positive, epochs and kl_anneal >= 0")
         self.modalities = {m: int(w) for m, w in modalities.items()}
         self.names = list(self.modalities)
         self.likelihoods, self.weights = likelihoods, {m: float(w) for m, w in weights.items()}
         self.z_dim, self.hidden = int(z_dim), tuple(int(h) for h in (hidden if isinstance(hidden, (tuple, list)) else (hidden,)))
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.first_epochs = self.epochs if first_epochs is None else int(first_epochs)
-        self.kl_weight, self.send = float(kl_weight), send
+        self.kl_weight, self.kl_anneal, self.send = float(kl_weight), int(kl_anneal), send
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, self.name + "/weights"))
             self.encoders = nn.ModuleDict({m: _MLPEncoder(w, self.hidden, self.z_dim) for m, w in self.modalities.items()})
@@ -157,7 +157,7 @@ class _MultimodalVAE(Module):
         plus extra per-item penalties ``{label: (B,) tensor}``."""
         raise NotImplementedError
 
-    def objective(self, batch, mask=None, prior_mean=None, prior_var=None, scored=False):
+    def objective(self, batch, mask=None, prior_mean=None, prior_var=None, scored=False, kl_scale=1.0):
         """``(loss, report, rows)``: the negative objective averaged over items; the report of
         every term (reconstruction per modality, KL per ELBO term, penalties); and, when the
         prior is scored above (``scored=True``), the latent :class:`Rows` to send up."""
@@ -180,7 +180,7 @@ class _MultimodalVAE(Module):
             else:
                 kl = gaussian_kl(mu, logvar, prior_mean, prior_var)
             report[f"kl_{label}" if not scored else f"neg_entropy_{label}"] = (kl * weight).mean()
-            total = total + weight * (rec_sum + self.kl_weight * kl)
+            total = total + weight * (rec_sum + kl_scale * self.kl_weight * kl)
         for label, value in penalties.items():
             report[label] = value.mean()
             total = total + value
@@ -242,11 +242,12 @@ class _MultimodalVAE(Module):
             mask = torch.ones(next(iter(n.values())), len(self.names), device=self.device)
         return data, mask, prior
 
-    def _run_batch(self, data, mask, prior, idx, scored=False):
+    def _run_batch(self, data, mask, prior, idx, scored=False, kl_scale=1.0):
         batch = {m: x[idx] for m, x in data.items()}
         return self.objective(batch, mask[idx],
                               None if prior is None or scored else prior.mean[idx],
-                              None if prior is None or scored else prior.var[idx], scored=scored)
+                              None if prior is None or scored else prior.var[idx], scored=scored,
+                              kl_scale=kl_scale)
 
     def _record(self, totals: dict, n: int) -> None:
         self.loss_history_.append({k: float(v) / n for k, v in totals.items()})
@@ -258,12 +259,14 @@ class _MultimodalVAE(Module):
         self.train()
         epochs = self.first_epochs if self.n_updates == 0 else self.epochs
         totals: dict = {}
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            # KL annealing in the first update (the prior terms' weight rises linearly to 1)
+            kl_scale = min(1.0, (epoch + 1) / self.kl_anneal) if self.kl_anneal and self.n_updates == 0 else 1.0
             order = torch.randperm(n, generator=self.generator, device=self.device)
             totals = {}
             for start in range(0, n, self.batch_size):
                 idx = order[start:start + self.batch_size]
-                loss, report, _ = self._run_batch(data, mask, prior, idx)
+                loss, report, _ = self._run_batch(data, mask, prior, idx, kl_scale=kl_scale)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -331,7 +334,7 @@ class _MultimodalVAE(Module):
         return (f"name={self.name!r}, modalities={self.modalities}, likelihoods={self.likelihoods}, "
                 f"weights={self.weights}, z_dim={self.z_dim}, hidden={self.hidden}, epochs={self.epochs}, "
                 f"first_epochs={self.first_epochs}, batch_size={self.batch_size}, lr={self.lr}, "
-                f"kl_weight={self.kl_weight}, send={self.send!r}{self._extra_settings()}")
+                f"kl_weight={self.kl_weight}, kl_anneal={self.kl_anneal}, send={self.send!r}{self._extra_settings()}")
 
     def _extra_settings(self) -> str:
         return ""
@@ -348,6 +351,8 @@ class MVAE(_MultimodalVAE):
         z_dim, hidden: latent width and MLP hidden widths (encoders and decoders mirror).
         epochs, first_epochs, batch_size, lr: Adam training per alternate update.
         kl_weight: weight of the prior terms.
+        kl_anneal: epochs over which the prior terms' weight rises linearly from 0 to 1 in the
+            first update (KL annealing, as in the MVAE paper; 0: off).
         send: ``"mean"`` or ``"sample"`` upward on ``z``.
 
     Example::
