@@ -35,6 +35,7 @@ from serket.messages import Sequences
 from serket.modules.asr import Recognizer
 from serket.modules.gmm import GMM
 from serket.modules.lda import LDA
+from serket.modules.mixture import MixturePrior
 from serket.modules.vae import VAE
 from serket.training import AlternateTrainer
 
@@ -73,8 +74,13 @@ def build_neuro_serket(images: torch.Tensor, sequences: Sequences, *, configurat
                        n_categories: int = 10, n_units: int = 64, z_dim: int = 10, seed: int = 0,
                        device="cpu", vae: dict | None = None, gmm: dict | None = None,
                        asr: dict | None = None, lda: dict | None = None,
-                       combiner: dict | None = None) -> Graph:
-    """The whole architecture over paired ``images`` (N, 784) and ``sequences`` (N utterances)."""
+                       combiner: dict | None = None, mixture: str = "gibbs") -> Graph:
+    """The whole architecture over paired ``images`` (N, 784) and ``sequences`` (N utterances).
+
+    ``mixture``: the image side's Gaussian mixture, ``"gibbs"`` (the Bayesian GMM, collapsed
+    Gibbs) or ``"em"`` (:class:`~serket.modules.mixture.MixturePrior`: EM from the current fit
+    and from fresh k-means++ starts each round, the likeliest kept).
+    """
     if configuration not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration {configuration!r}; use one of {list(CONFIGURATIONS)}")
     if images.shape[0] != sequences.n_items:
@@ -84,7 +90,10 @@ def build_neuro_serket(images: torch.Tensor, sequences: Sequences, *, configurat
     graph.add(Observation("images", images))
     graph.add(Observation("speech", sequences))
     graph.add(VAE("vae", x_dim=images.shape[1], z_dim=z_dim, seed=seed, **(vae or {})))
-    graph.add(GMM("gmm", n_clusters=n_categories, dim=z_dim, seed=seed, **(gmm or {})))
+    if mixture not in ("gibbs", "em"):
+        raise ValueError(f"mixture must be 'gibbs' or 'em', got {mixture!r}")
+    mixture_cls = GMM if mixture == "gibbs" else MixturePrior
+    graph.add(mixture_cls("gmm", n_clusters=n_categories, dim=z_dim, seed=seed, **(gmm or {})))
     graph.add(Recognizer("asr", n_units=n_units, dim=sequences.size, seed=seed, **(asr or {})))
     graph.add(LDA("lda", n_topics=n_categories, vocab_sizes={"w": n_units}, seed=seed, **(lda or {})))
     graph.observe("images", "vae.x")
@@ -134,6 +143,8 @@ def _parser():
     p.add_argument("--units", type=int, default=64)
     p.add_argument("--n-best", type=int, default=50)
     p.add_argument("--discriminant", type=int, default=20, help="recogniser's discriminant dimensions (0: off)")
+    p.add_argument("--mixture", default="gibbs", choices=["gibbs", "em"],
+                   help="the image side's mixture: the Bayesian GMM (Gibbs) or EM with likelihood-chosen restarts")
     p.add_argument("--published", action="store_true", help="40 rounds, 200 VAE epochs a round")
     p.add_argument("--out", default="results/neuro_serket")
     return p
@@ -172,7 +183,8 @@ def bench_main(argv=None) -> dict:
             checkpoint_dir=checkpoint_dir, resume=not args.no_resume, prefix=f"[{config} seed {seed}] ",
             n_units=args.units,
             vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "hidden": tuple(args.hidden)},
-            gmm={"sweeps": args.gmm_sweeps},
+            gmm={"sweeps": args.gmm_sweeps} if args.mixture == "gibbs" else {},
+            mixture=args.mixture,
             asr={"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None},
             lda={"sweeps": args.lda_sweeps, "tokens": tokens},
             # the LDA applies its prior to each of its tokens: send it the tokens-th root

@@ -139,3 +139,29 @@ def test_joint_training_errors_are_named():
     toy, _ = _toy()
     with pytest.raises(Exception, match="warmup"):
         train(toy, 1, mode="joint", warmup=0, progress=False)
+
+
+def test_multimodal_benchmark_smoke(tmp_path, capsys):
+    from serket.cli import main
+
+    assert main(["bench", "multimodal", "--quick", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("data: images MNIST")
+    table = "\n".join(lines)
+    for row in ("| mvae-alternate |", "| mvae-joint |", "| jmvae-alternate |", "| jmvae-joint |", "speech→image"):
+        assert row in table
+    for name in ("results.json", "results.md", "accuracy_per_round.png", "speech_to_image_jmvae-joint.png",
+                 "latent_mvae-alternate.png", "graph.png", "loss_terms.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_multimodal_example_runs_as_a_smoke_test():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "jmvae_gmm_joint.py"
+    spec = importlib.util.spec_from_file_location("jmvae_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(["--per-class", "10", "--rounds", "2", "--epochs", "1"])
+    assert set(results) == {"alternate", "joint"} and all(0.0 <= a <= 1.0 for a in results.values())
