@@ -108,6 +108,7 @@ class AlternateTrainer:
             "graph": self.graph.state_dict(),
             "history": self.history,
             "rng": rng_state(),
+            "trainer": self.trainer_settings(),
         })
 
     def _try_resume(self) -> bool:
@@ -121,6 +122,10 @@ class AlternateTrainer:
         if payload["schedule"] != self.schedule:
             raise CheckpointError(f"checkpoint {path} was written with schedule {payload['schedule']}, "
                                   f"not {self.schedule}")
+        saved = payload.get("trainer", {"mode": "alternate"})
+        if saved != self.trainer_settings():
+            raise CheckpointError(f"checkpoint {path} was written by a trainer with {saved}, not "
+                                  f"{self.trainer_settings()}; use another checkpoint_dir")
         self.graph.load_state_dict(payload["graph"])
         self.history = list(payload["history"])
         self.completed = int(payload["completed"])
@@ -158,6 +163,10 @@ class AlternateTrainer:
 
     def round_mode(self, r: int) -> str:
         return "alternate"
+
+    def trainer_settings(self) -> dict:
+        """What a checkpoint must have been written with to be resumed by this trainer."""
+        return {"mode": "alternate"}
 
     def _run_round(self, r: int) -> dict[str, float]:
         """One alternate round: every node of the schedule in turn; returns seconds per node."""
@@ -226,6 +235,9 @@ class JointTrainer(AlternateTrainer):
 
     def round_mode(self, r: int) -> str:
         return "alternate" if r <= self.warmup else "joint"
+
+    def trainer_settings(self) -> dict:
+        return {"mode": "joint", "epochs": self.epochs, "batch_size": self.batch_size, "warmup": self.warmup}
 
     def _items(self) -> int:
         counts = {}

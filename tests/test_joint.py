@@ -165,3 +165,15 @@ def test_multimodal_example_runs_as_a_smoke_test():
     spec.loader.exec_module(example)
     results = example.main(["--per-class", "10", "--rounds", "2", "--epochs", "1"])
     assert set(results) == {"alternate", "joint"} and all(0.0 <= a <= 1.0 for a in results.values())
+
+
+def test_a_checkpoint_is_resumed_only_in_its_own_mode(tmp_path):
+    from serket.errors import CheckpointError
+
+    graph = _vae_graph(MixturePrior, em_iterations=5)
+    JointTrainer(graph, rounds=2, warmup=1, epochs=1, batch_size=20, checkpoint_dir=tmp_path, progress=False).run()
+    with pytest.raises(CheckpointError, match="'mode': 'joint'"):
+        train(_vae_graph(MixturePrior, em_iterations=5), 3, mode="alternate", checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="'epochs': 1"):
+        train(_vae_graph(MixturePrior, em_iterations=5), 3, mode="joint", warmup=1, epochs=2, batch_size=20,
+              checkpoint_dir=tmp_path, progress=False)
