@@ -85,6 +85,8 @@ def _parser():
     p.add_argument("--discriminant", type=int, default=20,
                    help="dimensions of the projection the recogniser relearns (0: off)")
     p.add_argument("--sweeps", type=int, default=100, help="LDA Gibbs sweeps per round")
+    p.add_argument("--lda-chains", type=int, default=1,
+                   help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"],
                    help="FSDD recordings (real) or spoken digits synthesised with espeak-ng")
     p.add_argument("--out", default="results/lda_asr")
@@ -124,7 +126,7 @@ def bench_main(argv=None) -> dict:
             prefix=f"[{config} seed {seed}] ", n_units=args.units,
             asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate,
                  "discriminant": args.discriminant or None},
-            lda={"sweeps": args.sweeps},
+            lda={"sweeps": args.sweeps, "chains": args.lda_chains},
         )
 
     out = Path(args.out)

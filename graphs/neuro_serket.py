@@ -143,6 +143,8 @@ def _parser():
     p.add_argument("--units", type=int, default=64)
     p.add_argument("--n-best", type=int, default=50)
     p.add_argument("--discriminant", type=int, default=20, help="recogniser's discriminant dimensions (0: off)")
+    p.add_argument("--lda-chains", type=int, default=1,
+                   help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     p.add_argument("--mixture", default="gibbs", choices=["gibbs", "em"],
                    help="the image side's mixture: the Bayesian GMM (Gibbs) or EM with likelihood-chosen restarts")
     p.add_argument("--published", action="store_true", help="40 rounds, 200 VAE epochs a round")
@@ -186,7 +188,7 @@ def bench_main(argv=None) -> dict:
             gmm={"sweeps": args.gmm_sweeps} if args.mixture == "gibbs" else {},
             mixture=args.mixture,
             asr={"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None},
-            lda={"sweeps": args.lda_sweeps, "tokens": tokens},
+            lda={"sweeps": args.lda_sweeps, "tokens": tokens, "chains": args.lda_chains},
             # the LDA applies its prior to each of its tokens: send it the tokens-th root
             combiner={"prior_temperature": {"lda": 1.0 / tokens}},
         )

@@ -322,6 +322,8 @@ class LDA(Module):
             default 1 each. A weight of 0 ignores a modality's words. With ``tokens=None`` they
             multiply the raw counts (rounded to whole tokens).
         sweeps: Gibbs sweeps per :meth:`update`.
+        chains: independent chains run in the first update (from random topics); the one with
+            the highest collapsed log joint is kept (1: a single chain).
         block_size: tokens drawn together in one step of a sweep (1: exact sequential Gibbs);
             ``None`` (default): the number of documents, one token per document per block.
         seed, device: see :class:`serket.module.Module`.
@@ -351,7 +353,7 @@ class LDA(Module):
 
     def __init__(self, name: str, n_topics: int = 10, vocab_sizes=None, *, alpha: float = 1.0,
                  beta: float = 1.0, tokens: int | None = 100, weights=None, sweeps: int = 100,
-                 block_size: int | None = None, seed: int = 0, device="cpu"):
+                 block_size: int | None = None, chains: int = 1, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         if vocab_sizes is None:
             raise ValueError(f"LDA {name!r}: vocab_sizes is required: (V_1, ...) or {{modality: V}}")
@@ -379,6 +381,7 @@ class LDA(Module):
              f"tokens must be positive or None, got {tokens}"),
             (int(sweeps) >= 1, f"sweeps must be at least 1, got {sweeps}"),
             (block_size is None or int(block_size) >= 1, f"block_size must be at least 1 or None, got {block_size}"),
+            (int(chains) >= 1, f"chains must be at least 1, got {chains}"),
         ]
         for ok, text in checks:
             if not ok:
@@ -392,6 +395,8 @@ class LDA(Module):
         self.weights = weights
         self.sweeps = int(sweeps)
         self.block_size = None if block_size is None else int(block_size)
+        self.chains = int(chains)
+        self.chain_log_joints_: list[float] = []
         self._vocab_total = sum(self.vocab_sizes.values())
         starts = itertools.accumulate(self.vocab_sizes.values(), initial=0)
         self._offsets = dict(zip(self.modalities, starts))  # where each modality's word ids begin
@@ -583,7 +588,26 @@ class LDA(Module):
         current topics, or — when the scaled counts have changed — rebuild the tokens and draw
         each one's topic from its document's current topic proportions (see the module docstring).
         """
-        self._run(self.sweeps)
+        if self.chains > 1 and self.topics_ is None:
+            self._best_of_chains()
+        else:
+            self._run(self.sweeps)
+
+    def _best_of_chains(self) -> None:
+        """The first update with ``chains`` independent chains from random topics, keeping the one
+        with the highest collapsed log joint (an unsupervised choice: labels never enter)."""
+        best, scores = None, []
+        for _ in range(self.chains):
+            self._clear_learned()
+            self._run(self.sweeps)
+            self.n_updates -= 1
+            scores.append(self.log_joint())
+            if best is None or scores[-1] > best[0]:
+                best = (scores[-1], self._learned_state())
+        self._load_learned_state(best[1])
+        self._move_state(self.device)
+        self.chain_log_joints_ = scores
+        self.n_updates += 1
 
     def sample_topics(self, n_sweeps: int) -> torch.Tensor:
         """Like :meth:`update` with ``n_sweeps`` sweeps; returns the (n_sweeps, T) token topics
@@ -682,5 +706,5 @@ class LDA(Module):
     def extra_repr(self) -> str:
         vocab = ", ".join(f"{m}={v}" for m, v in self.vocab_sizes.items())
         return (f"name={self.name!r}, n_topics={self.n_topics}, vocab_sizes=({vocab}), alpha={self.alpha:g}, "
-                f"beta={self.beta:g}, tokens={self.tokens}, sweeps={self.sweeps}, block_size={self.block_size}, "
+                f"beta={self.beta:g}, tokens={self.tokens}, sweeps={self.sweeps}, block_size={self.block_size}, chains={self.chains}, "
                 f"seed={self.seed}, device={self.device}")

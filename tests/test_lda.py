@@ -390,3 +390,20 @@ def test_bad_input_raises_errors_that_name_the_module_and_the_problem():
         kwargs = {"vocab_sizes": (3,), **kwargs}
         with pytest.raises(ValueError, match=text):
             LDA("topics", **kwargs)
+
+
+def test_several_chains_keep_the_likeliest():
+    gen = torch.Generator().manual_seed(3)
+    topics = torch.randint(0, 3, (60,), generator=gen)
+    words = torch.zeros(60, 12)
+    for d in range(60):
+        words[d, 4 * topics[d]: 4 * topics[d] + 4] = torch.randint(1, 6, (4,), generator=gen).float()
+    lda = LDA("lda", n_topics=3, vocab_sizes=(12,), sweeps=15, chains=4, tokens=None, seed=1)
+    lda.fit(w0=words)
+    assert len(lda.chain_log_joints_) == 4
+    assert lda.log_joint() == pytest.approx(max(lda.chain_log_joints_))
+    assert lda.n_updates == 1
+    lda.update()  # later updates continue the kept chain
+    assert lda.n_updates == 2 and len(lda.chain_log_joints_) == 4
+    with pytest.raises(ValueError, match="chains"):
+        LDA("lda", n_topics=3, vocab_sizes=(12,), chains=0)
