@@ -102,7 +102,7 @@ class HandWrittenJoint(nn.Module):
 def joint_comparison(x, device, extra_epochs: int, repeats: int) -> dict:
     graph = Graph(seed=0, device=device)
     graph.add(Observation("images", x))
-    vae = graph.add(VAE("vae", epochs=1, batch_size=500, lr=1e-3))
+    graph.add(VAE("vae", epochs=1, batch_size=500, lr=1e-3))
     mixture = graph.add(MixturePrior("gmm", n_clusters=10, dim=10))
     graph.observe("images", "vae.x")
     graph.head_to_tail(upper="gmm.x", lower="vae.z")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 
 import networkx as nx
-import torch
 
 from .connections import (
     DATA,
