@@ -177,3 +177,38 @@ def test_a_checkpoint_is_resumed_only_in_its_own_mode(tmp_path):
     with pytest.raises(CheckpointError, match="'epochs': 1"):
         train(_vae_graph(MixturePrior, em_iterations=5), 3, mode="joint", warmup=1, epochs=2, batch_size=20,
               checkpoint_dir=tmp_path, progress=False)
+
+
+def test_an_mvae_with_missing_modalities_trains_jointly_with_a_mixture():
+    from serket.module import Rows
+    from serket.modules.multimodal import MVAE
+
+    gen = torch.Generator().manual_seed(0)
+    image = (torch.rand(40, 16, generator=gen) > 0.5).float()
+    speech = torch.randn(40, 6, generator=gen)
+    mask = torch.ones(40, 2)
+    mask[::2, 1] = 0.0
+    graph = Graph(seed=0)
+    graph.add(Observation("image", image))
+    graph.add(Observation("speech", speech))
+    graph.add(Observation("mask", mask))
+    mvae = graph.add(MVAE("mvae", {"image": 16, "speech": 6}, likelihoods={"image": "bernoulli"}, z_dim=2,
+                          hidden=(8,), epochs=1, batch_size=20))
+    prior = graph.add(MixturePrior("gmm", n_clusters=2, dim=2, em_iterations=5))
+    for name in ("image", "speech", "mask"):
+        graph.observe(name, f"mvae.{name}")
+    graph.head_to_tail(upper="gmm.x", lower="mvae.z")
+    seen = []
+    original = prior.joint_forward
+
+    def spy(idx, live, scored):
+        seen.append(live["x"])
+        return original(idx, live, scored)
+
+    prior.joint_forward = spy
+    history = train(graph, 2, mode="joint", warmup=1, epochs=1, batch_size=20, progress=False)
+    assert history[-1]["mode"] == "joint" and mvae.n_updates == 2
+    rows = seen[0]
+    assert isinstance(rows, Rows) and rows.values.shape == (3 * 20, 2) and rows.values.requires_grad
+    # the speech-only term's rows of items without speech carry no weight
+    assert set(rows.weights[40:].tolist()) == {0.0, 1.0}
