@@ -85,7 +85,7 @@ def _parser():
     p.add_argument("--discriminant", type=int, default=20,
                    help="dimensions of the projection the recogniser relearns (0: off)")
     p.add_argument("--sweeps", type=int, default=100, help="LDA Gibbs sweeps per round")
-    p.add_argument("--lda-chains", type=int, default=1,
+    p.add_argument("--lda-chains", type=int, default=4,
                    help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"],
                    help="FSDD recordings (real) or spoken digits synthesised with espeak-ng")
