@@ -106,7 +106,7 @@ def joint_comparison(x, device, extra_epochs: int, repeats: int) -> dict:
     mixture = graph.add(MixturePrior("gmm", n_clusters=10, dim=10))
     graph.observe("images", "vae.x")
     graph.head_to_tail(upper="gmm.x", lower="vae.z")
-    JointTrainer(graph, rounds=1, progress=False).run()  # the warmup round fits the mixture
+    JointTrainer(graph, rounds=1, warmup=1, progress=False).run()  # the warmup round fits the mixture
     hand = HandWrittenJoint(mixture).to(device)
     hand_opts = [torch.optim.Adam(hand.vae.parameters(), lr=1e-3),
                  torch.optim.Adam([hand.means, hand.log_var, hand.logits], lr=1e-3)]

@@ -299,10 +299,13 @@ class VAE(Module):
         mu, logvar = self.encode(xb)
         z = mu + (0.5 * logvar).exp() * self._noise(mu)
         if "z" in scored:
-            terms = vae_loss_terms(xb, self.decode(z), mu, logvar, likelihood=self.likelihood,
-                                   out_logvar=self.out_logvar, kl_weight=0.0)
-            terms["kl"] = gaussian_neg_entropy(logvar).mean()
-            terms["loss"] = terms["loss"] + self.kl_weight * terms["kl"]
+            out = self.decode(z)
+            if self.likelihood == "bernoulli":
+                rec = F.binary_cross_entropy_with_logits(out, xb, reduction="none").sum(-1).mean()
+            else:
+                rec = 0.5 * (((xb - out) ** 2) / self.out_logvar.exp() + self.out_logvar + _LOG_2PI).sum(-1).mean()
+            neg_entropy = gaussian_neg_entropy(logvar).mean()
+            terms = {"loss": rec + self.kl_weight * neg_entropy, "reconstruction": rec, "kl": neg_entropy}
         else:
             terms = vae_loss_terms(xb, self.decode(z), mu, logvar, likelihood=self.likelihood,
                                    out_logvar=self.out_logvar,

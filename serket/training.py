@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .connections import HEAD_TO_TAIL
+from .connections import HEAD_TO_TAIL, Observation
 from .errors import CheckpointError, DataError, GraphError
 from .graph import Graph
 from .module import derive_seed
@@ -257,6 +257,9 @@ class JointTrainer(AlternateTrainer):
         graph, device = self.graph, self.graph.device
         node_seconds: dict[str, float] = {}
         t = time.perf_counter()
+        for name, node in graph.nodes.items():  # data first: observations publish what they hold
+            if isinstance(node, Observation):
+                graph.store(name)
         modules = {n: graph.deliver(n) for n in self.differentiable}
         for m in modules.values():
             m.joint_begin()
@@ -272,7 +275,7 @@ class JointTrainer(AlternateTrainer):
             for start in range(0, n_items, self.batch_size):
                 idx = order[start:start + self.batch_size]
                 outputs: dict[str, dict] = {}
-                loss = torch.zeros((), device=device)
+                loss = None
                 for name, module in modules.items():
                     live = {}
                     for child, cport, parent, pport, attached in self.routes:
@@ -281,7 +284,9 @@ class JointTrainer(AlternateTrainer):
                             live[pport] = value if attached else value.detach()  # tensor or Rows
                     part, outputs[name] = module.joint_forward(idx, live, scored[name])
                     if part is not None:
-                        loss = loss + part
+                        loss = part if loss is None else loss + part
+                if loss is None:
+                    raise GraphError(f"joint training: none of {self.differentiable} returned a loss")
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()

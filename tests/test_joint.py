@@ -212,3 +212,14 @@ def test_an_mvae_with_missing_modalities_trains_jointly_with_a_mixture():
     assert isinstance(rows, Rows) and rows.values.shape == (3 * 20, 2) and rows.values.requires_grad
     # the speech-only term's rows of items without speech carry no weight
     assert set(rows.weights[40:].tolist()) == {0.0, 1.0}
+
+
+def test_joint_training_can_start_without_a_warmup():
+    gen = torch.Generator().manual_seed(0)
+    graph = Graph(seed=0)
+    graph.add(Observation("images", (torch.rand(30, 16, generator=gen) > 0.5).float()))
+    vae = graph.add(VAE("vae", x_dim=16, z_dim=2, hidden=(8,), batch_size=10))
+    graph.observe("images", "vae.x")
+    history = train(graph, 2, mode="joint", epochs=3, batch_size=10, progress=False)
+    assert [h["mode"] for h in history] == ["joint", "joint"]
+    assert len(vae.loss_history_) == 2 and vae.loss_history_[1]["loss"] < vae.loss_history_[0]["loss"]
