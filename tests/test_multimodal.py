@@ -135,6 +135,11 @@ def test_bad_multimodal_input_is_named():
         _mvae().generate(torch.zeros(2, 3), "sound")
     with pytest.raises(DataError, match=r"needs \(N, 6\)"):
         _mvae().infer({"speech": torch.zeros(4, 5)})
+    from serket.errors import MessageError
+    with pytest.raises(MessageError, match="different numbers of items"):
+        _mvae().fit(image=image, speech=speech[:7])
+    with pytest.raises(MessageError, match="non-finite"):
+        _mvae().receive("speech", torch.full((10, 6), float("nan")))
 
 
 def test_kl_annealing_scales_only_the_prior_terms():
