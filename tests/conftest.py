@@ -69,3 +69,19 @@ class Categoriser(Module):
 @pytest.fixture
 def toy_modules():
     return NoisyProjection, Categoriser
+
+
+@pytest.fixture
+def load_example():
+    """Import a script from examples/ by file name, as a module (examples are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(filename):
+        path = Path(__file__).resolve().parents[1] / "examples" / filename
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

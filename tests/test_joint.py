@@ -155,14 +155,8 @@ def test_multimodal_benchmark_smoke(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
-def test_multimodal_example_runs_as_a_smoke_test():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "jmvae_gmm_joint.py"
-    spec = importlib.util.spec_from_file_location("jmvae_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+def test_multimodal_example_runs_as_a_smoke_test(load_example):
+    example = load_example("jmvae_gmm_joint.py")
     results = example.main(["--per-class", "10", "--rounds", "2", "--epochs", "1"])
     assert set(results) == {"alternate", "joint"} and all(0.0 <= a <= 1.0 for a in results.values())
 

@@ -59,13 +59,7 @@ def test_lda_asr_benchmark_smoke(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
-def test_the_lda_asr_example_runs_as_a_smoke_test():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "lda_asr_fsdd.py"
-    spec = importlib.util.spec_from_file_location("lda_asr_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+def test_the_lda_asr_example_runs_as_a_smoke_test(load_example):
+    example = load_example("lda_asr_fsdd.py")
     results = example.main(["--every", "10", "--rounds", "2", "--units", "16", "--sweeps", "10", "--chains", "2"])
     assert set(results) == {"separate", "linked"} and all(0.0 <= a <= 1.0 for a in results.values())

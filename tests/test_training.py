@@ -1,6 +1,3 @@
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -11,8 +8,6 @@ from serket.graph import Graph
 from serket.modules.gmm import GMM
 from serket.modules.vae import VAE
 from serket.training import AlternateTrainer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data(n=90, d=16, seed=0):
@@ -126,10 +121,8 @@ def test_benchmark_command_runs_end_to_end(tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
-def test_example_runs_as_a_smoke_test():
-    spec = importlib.util.spec_from_file_location("example", ROOT / "examples" / "vae_gmm_mnist.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+def test_example_runs_as_a_smoke_test(load_example):
+    example = load_example("vae_gmm_mnist.py")
     results = example.main(["--per-class", "10", "--rounds", "2", "--epochs", "1", "--sweeps", "3"])
     assert set(results) == {"separate", "linked"}
 
