@@ -164,9 +164,12 @@ class MixturePrior(Module):
             logits = (nk / x.shape[0]).clamp_min(1e-8).log()
         return means, log_var, logits, float(ll)
 
-    @torch.no_grad()
     def update(self) -> None:
-        x = self._data()
+        self._fit(self._data())
+        self.n_updates += 1
+
+    @torch.no_grad()
+    def _fit(self, x: torch.Tensor) -> None:
         spread = x.var(0, unbiased=False).clamp_min(self.min_var).log()
         candidates = []
         if bool(self.initialised):  # EM continued from the current parameters ...
@@ -183,7 +186,6 @@ class MixturePrior(Module):
         self.logits.copy_(logits)
         self.log_likelihood_.append(ll)
         self._refresh(x)
-        self.n_updates += 1
 
     @torch.no_grad()
     def _refresh(self, x) -> None:
@@ -199,8 +201,7 @@ class MixturePrior(Module):
         if "x" not in self.inbox:
             raise DataError(f"MixturePrior {self.name!r}: joint training starts from fitted components; "
                             f"run a warmup round first (JointTrainer(warmup=1)) so that a latent arrives")
-        self.update()
-        self.n_updates -= 1  # the refit belongs to this joint round
+        self._fit(self._data())  # the refit belongs to this joint round
         self._joint_nll = torch.zeros((), device=self.device)
         self._joint_items = 0
 

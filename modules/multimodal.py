@@ -41,7 +41,7 @@ from serket.connections import product_of_gaussians
 from serket.errors import DataError, MessageError
 from serket.messages import Gaussian, Samples
 from serket.module import Module, Port, Rows, derive_seed
-from serket.modules.vae import _MLPDecoder, _MLPEncoder, gaussian_kl, gaussian_neg_entropy
+from serket.modules.vae import EncoderState, _MLPDecoder, _MLPEncoder, gaussian_kl, gaussian_neg_entropy
 
 __all__ = ["MVAE", "JMVAE"]
 
@@ -49,7 +49,7 @@ _LOG_2PI = math.log(2 * math.pi)
 _RESERVED = ("z", "mask")
 
 
-class _MultimodalVAE(Module):
+class _MultimodalVAE(EncoderState, Module):
     """What MVAE and JMVAE share: ports, decoders, likelihoods, training loops, state."""
 
     def __init__(self, name: str, modalities: dict, *, likelihoods: dict | None = None,
@@ -105,6 +105,20 @@ class _MultimodalVAE(Module):
     def _expert(self, m, x):
         mu, logvar = self.encoders[m](x)
         return mu, logvar.clamp(-12.0, 8.0)
+
+    def _experts(self, batch, mask):
+        """Each given modality's expert q_m(z | x_m): lists of means and variances, (B, z_dim)
+        each. A modality the mask marks missing for an item gets zero precision (infinite
+        variance) there, so it drops out of any product."""
+        means, variances = [], []
+        for m in self.names:
+            if m not in batch:
+                continue
+            mu, logvar = self._expert(m, batch[m])
+            present = mask[:, self.names.index(m)][:, None]
+            means.append(mu)
+            variances.append(torch.where(present > 0, logvar.exp(), torch.full_like(mu, float("inf"))))
+        return means, variances
 
     def posterior(self, batch: dict, mask: torch.Tensor | None = None):
         """``(mu, logvar)`` of q(z | the present modalities), each (B, z_dim). ``batch`` maps
@@ -312,24 +326,6 @@ class _MultimodalVAE(Module):
         self._publish_latent(data, mask)
         self.n_updates += 1
 
-    def diagnostics(self) -> dict:
-        return dict(self.loss_history_[-1]) if self.loss_history_ else {}
-
-    # --- state -----------------------------------------------------------------------------------------
-    def _learned_state(self):
-        return {"optimizer": self.optimizer.state_dict(),
-                "latent": None if self.latent_ is None else self.latent_.detach().cpu(),
-                "loss_history": [dict(h) for h in self.loss_history_]}
-
-    def _load_learned_state(self, state):
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.latent_ = None if state["latent"] is None else state["latent"].to(self.device)
-        self.loss_history_ = [dict(h) for h in state["loss_history"]]
-
-    def _move_state(self, device):
-        if getattr(self, "latent_", None) is not None:
-            self.latent_ = self.latent_.to(device)
-
     def extra_repr(self):
         return (f"name={self.name!r}, modalities={self.modalities}, likelihoods={self.likelihoods}, "
                 f"weights={self.weights}, z_dim={self.z_dim}, hidden={self.hidden}, epochs={self.epochs}, "
@@ -366,15 +362,7 @@ class MVAE(_MultimodalVAE):
         self._check_batch(batch)
         b = next(iter(batch.values())).shape[0]
         mask = self._full_mask(b, batch) if mask is None else mask
-        means, variances = [], []
-        for m in self.names:
-            if m not in batch:
-                continue
-            mu, logvar = self._expert(m, batch[m])
-            present = mask[:, self.names.index(m)][:, None]
-            # a missing modality's expert gets zero precision (infinite variance): it drops out
-            means.append(mu)
-            variances.append(torch.where(present > 0, logvar.exp(), torch.full_like(mu, float("inf"))))
+        means, variances = self._experts(batch, mask)
         zeros = torch.zeros(b, self.z_dim, device=mask.device)
         mean, var = product_of_gaussians(means, variances, zeros[:1], torch.ones_like(zeros[:1]))
         return mean, var.log()
@@ -426,14 +414,7 @@ class JMVAE(_MultimodalVAE):
         return self._unimodal_product(batch, mask)
 
     def _unimodal_product(self, batch, mask):
-        means, variances = [], []
-        for m in self.names:
-            if m not in batch:
-                continue
-            mu, logvar = self._expert(m, batch[m])
-            present = mask[:, self.names.index(m)][:, None]
-            means.append(mu)
-            variances.append(torch.where(present > 0, logvar.exp(), torch.full_like(mu, float("inf"))))
+        means, variances = self._experts(batch, mask)
         if len(means) == 1:
             return means[0], variances[0].log()
         mean, var = product_of_gaussians(means, variances)

@@ -33,7 +33,7 @@ from serket.errors import DataError, MessageError
 from serket.messages import Gaussian, Samples
 from serket.module import Module, Port, derive_seed
 
-__all__ = ["VAE", "gaussian_kl", "gaussian_neg_entropy", "vae_loss_terms"]
+__all__ = ["VAE", "EncoderState", "gaussian_kl", "gaussian_neg_entropy", "vae_loss_terms"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -120,7 +120,32 @@ class _ConvDecoder(nn.Module):
         return self.deconv(h).flatten(1)
 
 
-class VAE(Module):
+class EncoderState:
+    """What an encoder module keeps beyond its weights, shared by the VAE and the multimodal
+    VAEs: its optimiser, the latent it last published (``latent_``) and its loss history
+    (``loss_history_``, whose last entry is its diagnostics). Mixed in before ``Module``."""
+
+    def diagnostics(self) -> dict:
+        return dict(self.loss_history_[-1]) if self.loss_history_ else {}
+
+    def _learned_state(self):
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "latent": None if self.latent_ is None else self.latent_.detach().cpu(),
+            "loss_history": [dict(h) for h in self.loss_history_],
+        }
+
+    def _load_learned_state(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.latent_ = None if state["latent"] is None else state["latent"].to(self.device)
+        self.loss_history_ = [dict(h) for h in state["loss_history"]]
+
+    def _move_state(self, device):
+        if getattr(self, "latent_", None) is not None:
+            self.latent_ = self.latent_.to(device)
+
+
+class VAE(EncoderState, Module):
     """Variational autoencoder module.
 
     Args:
@@ -333,26 +358,6 @@ class VAE(Module):
         if self.latent_ is None:
             return {}
         return {"z": Samples(self.latent_)}
-
-    def diagnostics(self) -> dict:
-        return dict(self.loss_history_[-1]) if self.loss_history_ else {}
-
-    # --- state --------------------------------------------------------------------------------
-    def _learned_state(self):
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "latent": None if self.latent_ is None else self.latent_.detach().cpu(),
-            "loss_history": [dict(h) for h in self.loss_history_],
-        }
-
-    def _load_learned_state(self, state):
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.latent_ = None if state["latent"] is None else state["latent"].to(self.device)
-        self.loss_history_ = [dict(h) for h in state["loss_history"]]
-
-    def _move_state(self, device):
-        if getattr(self, "latent_", None) is not None:
-            self.latent_ = self.latent_.to(device)
 
     def extra_repr(self):
         return (f"name={self.name!r}, x_dim={self.x_dim}, z_dim={self.z_dim}, hidden={self.hidden}, "

@@ -231,7 +231,6 @@ class JointTrainer(AlternateTrainer):
                 self.routes.append((child, e["child_port"], parent, e["parent_port"], attached))
                 if attached:
                     self.scored[child].add(e["child_port"])
-        self.objective_: list[float] = []
 
     def round_mode(self, r: int) -> str:
         return "alternate" if r <= self.warmup else "joint"
@@ -268,9 +267,7 @@ class JointTrainer(AlternateTrainer):
         scored = {n: frozenset(s) for n, s in self.scored.items()}
         generator = torch.Generator(device=device)
         generator.manual_seed(derive_seed((graph.seed or 0) + r, "joint-trainer"))
-        total = torch.zeros((), device=device)
         for _ in range(self.epochs):
-            total = torch.zeros((), device=device)
             order = torch.randperm(n_items, generator=generator, device=device)
             for start in range(0, n_items, self.batch_size):
                 idx = order[start:start + self.batch_size]
@@ -292,12 +289,10 @@ class JointTrainer(AlternateTrainer):
                 loss.backward()
                 for opt in optimizers:
                     opt.step()
-                total += loss.detach() * idx.numel()
         for name, module in modules.items():
             module.joint_end()
             graph.store(name)
         _sync(device)
-        self.objective_.append(float(total / n_items))
         node_seconds["joint"] = time.perf_counter() - t
         diff = set(self.differentiable)
         for name in self.schedule:
