@@ -56,6 +56,7 @@ from typing import NamedTuple
 
 import torch
 
+from serket.clustering import kmeans_pp_labels
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Gaussian, Message, Samples
 from serket.module import Module, Port
@@ -525,18 +526,7 @@ class GMM(Module):
         self.n_iter_ = 0
 
     def _kmeans_pp(self, points: torch.Tensor) -> torch.Tensor:
-        n = points.shape[0]
-        first = torch.randint(n, (1,), generator=self.generator, device=self.device)
-        centres = [points[first[0]]]
-        nearest = (points - centres[0]).square().sum(1)
-        for _ in range(1, self.n_clusters):
-            # D^2 sampling; duplicates everywhere (all distances 0) fall back to uniform
-            weights = torch.where(nearest.sum() > 0, nearest, torch.ones_like(nearest))
-            pick = torch.multinomial(weights, 1, generator=self.generator)
-            centres.append(points[pick[0]])
-            nearest = torch.minimum(nearest, (points - centres[-1]).square().sum(1))
-        centres = torch.stack(centres)
-        return torch.cdist(points, centres).argmin(1)
+        return kmeans_pp_labels(points, self.n_clusters, self.generator)
 
     def _run(self, n_sweeps: int, trace: bool = False):
         x, log_prior = self._data_and_prior()
@@ -589,6 +579,36 @@ class GMM(Module):
         statistics recomputed from whatever data are in the inbox now.
         """
         self._run(self.sweeps)
+
+    # --- a shared category (see serket.module.Module.category_fit) --------------------------------
+    def _category_points(self) -> torch.Tensor:
+        x, _ = self._data_and_prior()
+        if self.mean0_ is None or self.assignments_ is None or self.assignments_.shape[0] != x.shape[0]:
+            self._initialise(x)
+        return x - self.mean0_
+
+    def category_start(self, port, generator):
+        """A k-means++ clustering of the data (hard responsibilities)."""
+        return _onehot(kmeans_pp_labels(self._category_points(), self.n_clusters, generator),
+                       self.n_clusters, _DTYPE)
+
+    def category_fit(self, port, responsibilities):
+        """Each cluster's Normal-Wishart posterior given soft counts of the data."""
+        points = self._category_points()
+        moments = responsibilities.to(_DTYPE).T @ _features(points)
+        return normal_wishart_posterior(self._prior(), *_split_moments(moments, self.dim))
+
+    def category_log_likelihood(self, port, params):
+        """The Student-t posterior predictive of each item under each cluster."""
+        return student_t_log_predictive(self._category_points(), params)
+
+    def category_adopt(self, port, responsibilities, params):
+        """Each item to its most probable cluster; the chain continues from there."""
+        points = self._category_points()
+        self.assignments_ = responsibilities.argmax(1).to(self.device)
+        self.responsibilities_ = responsibilities.float()
+        self._summarise(points)
+        self.dead_clusters_ = (self.counts_ == 0).nonzero().flatten().tolist()
 
     def sample_assignments(self, n_sweeps: int) -> torch.Tensor:
         """Like :meth:`update` with ``n_sweeps`` sweeps; returns the (n_sweeps, N) assignments

@@ -86,6 +86,7 @@ from typing import NamedTuple
 
 import torch
 
+from serket.clustering import kmeans_pp_labels
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Counts, Message
 from serket.module import Module, Port
@@ -353,7 +354,8 @@ class LDA(Module):
 
     def __init__(self, name: str, n_topics: int = 10, vocab_sizes=None, *, alpha: float = 1.0,
                  beta: float = 1.0, tokens: int | None = 100, weights=None, sweeps: int = 100,
-                 block_size: int | None = None, chains: int = 1, seed: int = 0, device="cpu"):
+                 block_size: int | None = None, chains: int = 1, category_message: str = "proportions",
+                 evidence_weight: float = 1.0, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         if vocab_sizes is None:
             raise ValueError(f"LDA {name!r}: vocab_sizes is required: (V_1, ...) or {{modality: V}}")
@@ -382,6 +384,10 @@ class LDA(Module):
             (int(sweeps) >= 1, f"sweeps must be at least 1, got {sweeps}"),
             (block_size is None or int(block_size) >= 1, f"block_size must be at least 1 or None, got {block_size}"),
             (int(chains) >= 1, f"chains must be at least 1, got {chains}"),
+            (category_message in ("proportions", "likelihood"),
+             f"category_message must be 'proportions' or 'likelihood', got {category_message!r}"),
+            (math.isfinite(evidence_weight) and evidence_weight > 0,
+             f"evidence_weight must be positive, got {evidence_weight}"),
         ]
         for ok, text in checks:
             if not ok:
@@ -396,6 +402,8 @@ class LDA(Module):
         self.sweeps = int(sweeps)
         self.block_size = None if block_size is None else int(block_size)
         self.chains = int(chains)
+        self.category_message = category_message
+        self.evidence_weight = float(evidence_weight)
         self.chain_log_joints_: list[float] = []
         self._vocab_total = sum(self.vocab_sizes.values())
         starts = itertools.accumulate(self.vocab_sizes.values(), initial=0)
@@ -634,12 +642,86 @@ class LDA(Module):
         for m in self.modalities:
             words = theta @ self.topic_word_[m].to(torch.float64)
             out[m] = Categorical((words / words.sum(1, keepdim=True)).float())
-        out["c"] = Categorical(self.topic_proportions_)
+        out["c"] = Categorical(self.topic_proportions_ if self.category_message == "proportions"
+                               else self.category_likelihood())
         return out
 
+    def _topic_log_likelihood(self) -> torch.Tensor:
+        """``evidence_weight * sum_v n_dv log phi_cv``: each topic's log likelihood of the whole
+        document ``d`` as if all its tokens came from that topic, (D, K) float64."""
+        if self.token_counts_ is None:
+            raise DataError(f"LDA {self.name!r}: no category likelihood before the first update")
+        log_phi = torch.cat([self.topic_word_[m].to(torch.float64) for m in self.modalities], 1).log()
+        return self.evidence_weight * (self.token_counts_.to(torch.float64) @ log_phi.T)
+
+    def category_likelihood(self) -> torch.Tensor:
+        """P(c | w_d) for a document whose tokens all come from the one topic ``c`` (uniform
+        prior over ``c``): ``softmax_c(evidence_weight * sum_v n_dv log phi_cv)``, (D, K).
+
+        This is what a shared category needs from the module: how well each topic alone explains
+        the whole document (the mixture-of-unigrams reading of a topic as a category), without the
+        received prior. ``evidence_weight`` < 1 counts the tokens as fewer independent draws:
+        bags of words averaged over a recogniser's N-best paths and scaled to ``tokens`` are
+        strongly correlated, and would otherwise outvote every other module.
+        """
+        return torch.softmax(self._topic_log_likelihood(), 1).float()
+
+    def category_posterior(self) -> torch.Tensor:
+        """P(c | w_d, prior) in the single-topic reading of ``category_message="likelihood"``:
+        :meth:`category_likelihood` times the received prior as the sampler applies it, once per
+        token (so a prior sent as the ``n``-th root counts once for a document of ``n`` tokens),
+        (D, K)."""
+        log_post = self._topic_log_likelihood()
+        prior = self._doc_prior(log_post.shape[0], torch.float64)
+        if prior is not None:
+            n_tokens = self.token_counts_.sum(1, keepdim=True).to(torch.float64)
+            log_post = log_post + n_tokens * prior.clamp_min(1e-30).log()
+        return torch.softmax(log_post, 1).float()
+
+    # --- a shared category (see serket.module.Module.category_fit) --------------------------------
+    def _category_counts(self) -> torch.Tensor:
+        if self.token_counts_ is None:
+            raise DataError(f"LDA {self.name!r}: a shared category needs one update first (no tokens yet)")
+        return self.token_counts_.to(torch.float64)
+
+    def category_start(self, port, generator):
+        """A k-means++ clustering of the documents' word frequencies (hard responsibilities)."""
+        freq = self._category_counts()
+        labels = kmeans_pp_labels(freq / freq.sum(1, keepdim=True).clamp_min(1), self.n_topics, generator)
+        return (labels[:, None] == torch.arange(self.n_topics, device=freq.device)).to(torch.float64)
+
+    def category_fit(self, port, responsibilities):
+        """Each topic's word distributions from the documents' tokens, weighted by the
+        responsibilities (the single-topic reading of :meth:`category_likelihood`): log phi, (K, V_total)."""
+        counts = responsibilities.to(torch.float64).T @ self._category_counts()   # (K, V_total)
+        return torch.cat([torch.log(block + self.beta) - torch.log(block + self.beta).logsumexp(1, keepdim=True)
+                          for block in counts.split(list(self.vocab_sizes.values()), 1)], 1)
+
+    def category_log_likelihood(self, port, params):
+        return self.evidence_weight * (self._category_counts() @ params.T)
+
+    def category_adopt(self, port, responsibilities, params):
+        """Redraw every token's topic from ``r_dk phi_k(w)`` (its document's category and its
+        word); the chain continues from there."""
+        self._prepare(self.token_counts_)
+        tokens = self._tokens
+        log_p = (responsibilities.to(torch.float64).clamp_min(1e-30).log()[tokens.docs]
+                 + params.T[tokens.words])
+        self.topics_ = torch.multinomial(torch.softmax(log_p, 1), 1, generator=self.generator).squeeze(1)
+        dtype = self._count_dtype(tokens.n_tokens)
+        self._summarise(topic_counts(tokens, self.topics_, self.n_topics, self._vocab_total,
+                                     len(self.modalities), dtype))
+
     def predict(self) -> torch.Tensor | None:
-        """Each document's most probable topic (argmax of ``topic_posterior_``), (N,) long."""
-        return None if self.topic_posterior_ is None else self.topic_posterior_.argmax(1)
+        """Each document's category, (N,) long: the argmax of ``topic_posterior_`` (its most
+        probable topic), or with ``category_message="likelihood"`` the argmax of
+        :meth:`category_posterior` (the topic that best explains the whole document, prior
+        included)."""
+        if self.topic_posterior_ is None:
+            return None
+        if self.category_message == "likelihood":
+            return self.category_posterior().argmax(1)
+        return self.topic_posterior_.argmax(1)
 
     def log_joint(self) -> float:
         """The collapsed log joint ``log p(w, z)`` of the current tokens and topics (theta and
@@ -707,4 +789,5 @@ class LDA(Module):
         vocab = ", ".join(f"{m}={v}" for m, v in self.vocab_sizes.items())
         return (f"name={self.name!r}, n_topics={self.n_topics}, vocab_sizes=({vocab}), alpha={self.alpha:g}, "
                 f"beta={self.beta:g}, tokens={self.tokens}, sweeps={self.sweeps}, block_size={self.block_size}, chains={self.chains}, "
+                f"category_message={self.category_message!r}, evidence_weight={self.evidence_weight:g}, "
                 f"seed={self.seed}, device={self.device}")

@@ -31,6 +31,7 @@ import math
 import torch
 from torch import nn
 
+from serket.clustering import kmeans_pp_labels
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Gaussian, Message
 from serket.module import Module, Port, Rows
@@ -192,6 +193,40 @@ class MixturePrior(Module):
         pi_only = torch.log_softmax(self.logits, 0)
         _, joint = diagonal_mixture_log_density(x, self.means, self._log_var(), pi_only)
         self.responsibilities_ = torch.softmax(joint, 1)
+
+    # --- a shared category (see serket.module.Module.category_fit) --------------------------------
+    def category_start(self, port, generator):
+        """A k-means++ clustering of the data (hard responsibilities)."""
+        x = self._data()
+        labels = kmeans_pp_labels(x, self.n_clusters, generator)
+        return (labels[:, None] == torch.arange(self.n_clusters, device=x.device)).to(torch.float64)
+
+    @torch.no_grad()
+    def category_fit(self, port, responsibilities):
+        """Each component's mean and diagonal variance from soft counts (the M step)."""
+        x = self._data().to(torch.float64)
+        r = responsibilities.to(torch.float64)
+        nk = r.sum(0).clamp_min(1e-6)[:, None]
+        means = (r.T @ x) / nk
+        var = ((r.T @ x.pow(2)) / nk - means.pow(2)).clamp_min(self.min_var)
+        return means, var.log()
+
+    @torch.no_grad()
+    def category_log_likelihood(self, port, params):
+        """The Gaussian density of each item under each component (weights left out)."""
+        means, log_var = params
+        x = self._data().to(torch.float64)
+        zeros = torch.zeros(self.n_clusters, dtype=torch.float64, device=x.device)
+        return diagonal_mixture_log_density(x, means, log_var, zeros)[1]
+
+    @torch.no_grad()
+    def category_adopt(self, port, responsibilities, params):
+        means, log_var = params
+        self.initialised.fill_(True)
+        self.means.copy_(means)
+        self.log_var.copy_(log_var)
+        self.logits.copy_(responsibilities.mean(0).clamp_min(1e-8).log())
+        self._refresh(self._data())
 
     # --- joint training ---------------------------------------------------------------------------
     def joint_begin(self) -> None:

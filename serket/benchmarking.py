@@ -46,6 +46,15 @@ def benchmark_parser(prog: str, description: str, *, rounds: int):
     return p
 
 
+def _node_seconds(history) -> dict[str, float]:
+    """Seconds spent in each node, summed over per-round records."""
+    total: dict[str, float] = {}
+    for record in history:
+        for name, seconds in record.get("node_seconds", {}).items():
+            total[name] = total.get(name, 0.0) + seconds
+    return total
+
+
 def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list[int],
                   run_one: Callable[[str, int, Path], dict], nodes, out,
                   published: dict | None = None, settings: dict | None = None,
@@ -53,7 +62,8 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
     """Run every configuration with every seed; returns ``{"summary", "runs", "results"}``.
 
     ``run_one(config, seed, checkpoint_dir)`` returns a dict with at least ``"history"`` (the
-    trainer's per-round records); whatever else it returns is kept in ``results`` for plots.
+    trainer's per-round records); whatever else the last seed's runs return is kept in
+    ``results`` for plots (earlier seeds' graphs are released, to bound memory).
     ``nodes`` names the node (or nodes) whose categories are scored; ``published`` maps a
     configuration to the published accuracy (%), or to ``{node: accuracy}`` for several nodes.
     """
@@ -80,8 +90,10 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
                 "final": {n: history[-1]["metrics"][n] for n in nodes},
                 "accuracy_per_round": {n: [h["metrics"][n]["accuracy"] for h in history] for n in nodes},
                 "seconds": sum(h["seconds"] for h in history),
+                "node_seconds": _node_seconds(history),
             })
-            results[config][seed] = result
+            if seed == seeds[-1]:  # plots read the last seed's runs; earlier graphs are let go
+                results[config][seed] = result
 
     header = "| configuration | " + " | ".join(
         f"{n} accuracy (%) | {n} ARI | {n} NMI | {n} published (%)" for n in nodes) + " | seconds per run |"
@@ -109,6 +121,12 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
             cells.append(f"{format_mean_sd(diffs)} | | | {'-' if ra is None or rb is None else f'{rb - ra:.1f}'}")
         lines.append(f"| {b} − {a}, paired by seed | " + " | ".join(cells) + " | |")
     memory = peak_memory()
+    where = _node_seconds([{"node_seconds": r["node_seconds"]} for rs in runs.values() for r in rs])
+    total = sum(where.values())
+    if total > 0:
+        lines += ["", "where the time goes (all runs; a shared half counted once per row that shows it): "
+                  + ", ".join(f"{n} {t:.0f} s ({100 * t / total:.0f}%)"
+                              for n, t in sorted(where.items(), key=lambda kv: -kv[1]))]
     lines += ["", f"seeds {seeds}; mean ± sd across seeds; accuracy after Hungarian matching of "
                   f"categories to the true digits (labels reach the metrics only).",
               "peak memory of the whole benchmark process: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())]

@@ -179,7 +179,10 @@ class TailToTail(Node):
     combiner aligns every posterior to the first module's labels (Hungarian), and sends each
     module, in its own label order, the normalised product of the *other* modules' posteriors,
     smoothed towards uniform so that no category is ever ruled out:
-    ``prior = (1 - smoothing) * product + smoothing / K``.
+    ``prior = (1 - smoothing) * product + smoothing / K``. A member that has not sent a
+    posterior yet receives the product of all those that have, in the first one's label order:
+    a module that starts after the others starts from their categories instead of from its own
+    data alone.
 
     Args:
         name: node name (the shared variable, e.g. ``"category"``).
@@ -190,30 +193,64 @@ class TailToTail(Node):
         prior_temperature: per member, an exponent applied to the prior it is sent (default 1).
             A module that applies its prior to every one of its tokens (an LDA with ``n``
             tokens per document applies it ``n`` times) can be sent ``p ** (1 / n)`` this way.
+        restarts: ``None`` (default): combine the members' messages as above. An integer: once
+            every member has reported, fit the shared category jointly at each update — EM in
+            which every member refits its per-category distributions to the shared
+            responsibilities (``Module.category_fit``) and the combiner recomputes them from the
+            mixing weights and all members' log likelihoods — from the members' current
+            consensus and from ``restarts`` fresh starts (k-means++ on one member's data, the
+            members in turn), keeping the start with the highest joint log likelihood and
+            installing it in every member (``Module.category_adopt``). Linked modules settle in
+            poor local optima on their own (a digit split in two while two others share a
+            category); restarts judged by the joint likelihood, never by labels, are the
+            answer. The priors then carry the others' log likelihoods under the installed fit.
+        em_iterations: the most EM iterations per start (stops earlier when the mean joint log
+            likelihood gains less than a millionth).
+        seed: seeds the restarts' generator.
     """
 
     def __init__(self, name: str, n_categories: int, *, smoothing: float = 0.01,
                  temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
-                 device="cpu"):
+                 restarts: int | None = None, em_iterations: int = 50, seed: int = 0, device="cpu"):
         super().__init__(name, device)
         if n_categories < 1:
             raise GraphError(f"combiner {name!r}: n_categories must be positive")
         if not 0.0 <= smoothing < 1.0:
             raise GraphError(f"combiner {name!r}: smoothing must be in [0, 1)")
+        if restarts is not None and int(restarts) < 0:
+            raise GraphError(f"combiner {name!r}: restarts must be None or at least 0, got {restarts}")
+        if int(em_iterations) < 1:
+            raise GraphError(f"combiner {name!r}: em_iterations must be at least 1, got {em_iterations}")
         self.n_categories = int(n_categories)
         self.smoothing = float(smoothing)
         self.temperature = float(temperature)
         self.prior_temperature = {k: float(v) for k, v in (prior_temperature or {}).items()}
         if any(v <= 0 for v in self.prior_temperature.values()):
             raise GraphError(f"combiner {name!r}: prior temperatures must be positive")
+        self.restarts = None if restarts is None else int(restarts)
+        self.em_iterations = int(em_iterations)
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=self._device)
+        self.generator.manual_seed(self.seed)
         self.members: list[str] = []  # filled by the graph, one per connected module
+        self.bound: dict[str, tuple] = {}  # member -> (module, port), for the joint fit
         self.permutations: dict[str, torch.Tensor] = {}
         self.priors: dict[str, Categorical] = {}
+        self.joint_responsibilities_: torch.Tensor | None = None
+        self.joint_log_likelihoods_: list[float] = []  # of each start, in the last joint fit
+        self.chosen_start_: int | None = None  # 0: from the current consensus, then the last fit, then fresh
+        self.labels_shared_ = False  # whether every member holds the last joint fit's labels
+        self.last_fit_: torch.Tensor | None = None  # the responsibilities last installed
 
-    def add_member(self, module_name: str) -> None:
+    def add_member(self, module_name: str, module=None, port: str | None = None) -> None:
         if module_name in self.members:
             raise GraphError(f"combiner {self.name!r} is already connected to {module_name!r}")
+        if self.restarts is not None and (module is None or not getattr(module, "shares_categories", False)):
+            raise GraphError(f"combiner {self.name!r}: restarts need every member to implement the shared-"
+                             f"category hooks (Module.category_fit, ...); {module_name!r} does not")
         self.members.append(module_name)
+        if module is not None:
+            self.bound[module_name] = (module, port)
 
     def ports(self):
         return {
@@ -225,7 +262,7 @@ class TailToTail(Node):
     def update(self):
         present = [m for m in self.members if m in self.inbox]
         self.priors = {}
-        if len(present) < 2:
+        if not present:
             return  # nothing to combine yet
         reference = self.inbox[present[0]].probs
         n = reference.shape[0]
@@ -237,25 +274,93 @@ class TailToTail(Node):
                     f"combiner {self.name!r}: {m!r} sent {probs.shape[0]} items, "
                     f"{present[0]!r} sent {n}"
                 )
-            perm = align_permutation(reference, probs)
+            if self.labels_shared_:
+                # the members adopted the last joint fit's labels: nothing to align (aligning
+                # posteriors that are each ambiguous alone could only scramble them)
+                perm = torch.arange(self.n_categories, device=probs.device)
+            else:
+                perm = align_permutation(reference, probs)
             self.permutations[m] = perm
             aligned[m] = probs[:, perm]
         logs = {m: torch.log(p.clamp_min(1e-30)) * self.temperature for m, p in aligned.items()}
         total = sum(logs.values())
+        self.joint_responsibilities_ = None
+        if self.restarts is not None and len(present) == len(self.members):
+            logs = self._joint_fit(torch.softmax(total, 1))
+            self.permutations = {m: torch.arange(self.n_categories, device=total.device) for m in present}
+            total = sum(logs.values())
         uniform = 1.0 / self.n_categories
-        for m in present:
-            product = torch.softmax(self.prior_temperature.get(m, 1.0) * (total - logs[m]), dim=1)
+        # a member that has not reported yet (no labels of its own so far) gets the product of
+        # all those that have, in the reference's label order, and starts from their categories
+        for m in self.members:
+            if m in present and len(present) < 2:
+                continue  # a lone member gets no prior from itself
+            others = total - logs[m] if m in present else total
+            product = torch.softmax(self.prior_temperature.get(m, 1.0) * others, dim=1)
             prior_aligned = (1 - self.smoothing) * product + self.smoothing * uniform
+            if m not in present:
+                self.priors[m] = Categorical((prior_aligned / prior_aligned.sum(dim=1, keepdim=True)).float())
+                continue
             # back to the member's own label order: its category perm[j] is reference's j
             prior = torch.empty_like(prior_aligned)
             prior[:, self.permutations[m]] = prior_aligned
-            self.priors[m] = Categorical(prior / prior.sum(dim=1, keepdim=True))
+            self.priors[m] = Categorical((prior / prior.sum(dim=1, keepdim=True)).float())
+
+    # --- the joint fit of the shared category ---------------------------------------------------
+    def _em(self, r: torch.Tensor):
+        """EM over the shared category from responsibilities ``r``: every member refits its
+        per-category distributions to ``r`` (M step), then the combiner recomputes ``r`` from
+        the mixing weights and all members' log likelihoods (E step). Returns (mean joint log
+        likelihood, r, each member's parameters fitted to r)."""
+        ll = float("-inf")
+        for _ in range(self.em_iterations):
+            params = {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
+            joint = r.mean(0).clamp_min(1e-12).log() + sum(
+                mod.category_log_likelihood(port, params[m]) for m, (mod, port) in self.bound.items())
+            previous, ll = ll, float(torch.logsumexp(joint, 1).mean())
+            r = torch.softmax(joint, 1)
+            if ll - previous < 1e-6 * abs(ll):
+                break
+        params = {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
+        return ll, r, params
+
+    def _joint_fit(self, current: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The shared category fitted jointly: EM from the members' current consensus, from the
+        last installed fit (if any) and from ``restarts`` fresh starts (each drawn from one member's own data, the members in turn);
+        the start with the highest joint log likelihood is installed in every member. Labels
+        never enter. Returns each member's (N, K) log likelihood under the installed fit."""
+        starters = list(self.bound)
+        candidates = [self._em(current.to(torch.float64))]
+        if self.last_fit_ is not None and self.last_fit_.shape == current.shape:
+            # the last installed fit, rescored on today's data: a module drifting on its own
+            # between fits must not lose an optimum that is still the likeliest
+            candidates.append(self._em(self.last_fit_.to(torch.float64)))
+        for i in range(self.restarts):
+            module, port = self.bound[starters[i % len(starters)]]
+            candidates.append(self._em(module.category_start(port, self.generator).to(torch.float64)))
+        self.joint_log_likelihoods_ = [c[0] for c in candidates]
+        self.chosen_start_ = max(range(len(candidates)), key=lambda i: candidates[i][0])
+        _, r, params = candidates[self.chosen_start_]
+        if self.chosen_start_ > 0:
+            # a fresh start numbers its categories arbitrarily: relabel it to match the current
+            # consensus, so that labels (and the priors the members already hold) stay put
+            r = r[:, align_permutation(current.to(r.dtype), r)]
+            params = {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
+        for m, (module, port) in self.bound.items():
+            module.category_adopt(port, r, params[m])
+        self.joint_responsibilities_ = r.float()
+        self.last_fit_ = self.joint_responsibilities_
+        self.labels_shared_ = True
+        return {m: mod.category_log_likelihood(port, params[m]) * self.temperature
+                for m, (mod, port) in self.bound.items()}
 
     def publish(self):
         return dict(self.priors)
 
     def consensus(self) -> torch.Tensor | None:
         """The product of all aligned posteriors, in the first member's label order."""
+        if self.joint_responsibilities_ is not None:
+            return self.joint_responsibilities_
         present = [m for m in self.members if m in self.inbox]
         if not present:
             return None
@@ -274,17 +379,38 @@ class TailToTail(Node):
         state = super().state_dict()
         state["priors"] = {k: m.state() for k, m in self.priors.items()}
         state["permutations"] = {k: v.cpu() for k, v in self.permutations.items()}
+        state["generator_device"] = str(self._device)
+        state["generator"] = self.generator.get_state()
+        state["joint_responsibilities"] = (None if self.joint_responsibilities_ is None
+                                           else self.joint_responsibilities_.cpu())
+        state["labels_shared"] = self.labels_shared_
+        state["last_fit"] = None if self.last_fit_ is None else self.last_fit_.cpu()
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.priors = {k: Message.from_state(v).to(self._device) for k, v in state["priors"].items()}
         self.permutations = {k: v.to(self._device) for k, v in state["permutations"].items()}
+        if "generator" in state and torch.device(state["generator_device"]).type == self._device.type:
+            self.generator.set_state(state["generator"])
+        self.labels_shared_ = bool(state.get("labels_shared", False))
+        last = state.get("last_fit")
+        self.last_fit_ = None if last is None else last.to(self._device)
+        joint = state.get("joint_responsibilities")
+        self.joint_responsibilities_ = None if joint is None else joint.to(self._device)
 
     def to(self, device):
         super().to(device)
         self.priors = {k: m.to(self._device) for k, m in self.priors.items()}
         self.permutations = {k: v.to(self._device) for k, v in self.permutations.items()}
+        if self.generator.device.type != self._device.type:
+            # a generator cannot move between devices: a fresh one there, from the node's seed
+            self.generator = torch.Generator(device=self._device)
+            self.generator.manual_seed(self.seed)
+        if self.joint_responsibilities_ is not None:
+            self.joint_responsibilities_ = self.joint_responsibilities_.to(self._device)
+        if self.last_fit_ is not None:
+            self.last_fit_ = self.last_fit_.to(self._device)
         return self
 
 

@@ -135,8 +135,15 @@ class Graph:
 
     def tail_to_tail(self, name: str, endpoints: list[str], *, smoothing: float = 0.01,
                      temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
+                     restarts: int | None = None, em_iterations: int = 50,
                      feedback: bool = True) -> TailToTail:
-        """A shared category: adds a combiner node ``name`` and connects each module port to it."""
+        """A shared category: adds a combiner node ``name`` and connects each module port to it.
+
+        ``restarts`` (None: off): fit the shared category jointly each time the combiner updates,
+        by EM over all members from their current consensus and from ``restarts`` fresh starts,
+        keeping the likeliest (see :class:`TailToTail`); every member must implement the
+        shared-category hooks. Without feedback there is no joint fit: it would move the modules.
+        """
         if len(endpoints) < 2:
             raise GraphError(f"tail-to-tail {name!r} needs at least two modules, got {endpoints}")
         resolved = [self._endpoint(e) for e in endpoints]
@@ -145,14 +152,16 @@ class Graph:
         if len(known) > 1:
             raise GraphError(f"tail-to-tail {name!r}: the category sizes differ: {sizes}")
         combiner = TailToTail(name, known.pop() if known else 1, smoothing=smoothing,
-                              temperature=temperature, prior_temperature=prior_temperature)
+                              temperature=temperature, prior_temperature=prior_temperature,
+                              restarts=restarts if feedback else None, em_iterations=em_iterations,
+                              seed=self.seed if self.seed is not None else 0, device=self.device)
         unknown = set(prior_temperature or {}) - {n for n, _ in resolved}
         if unknown:
             raise GraphError(f"tail-to-tail {name!r}: prior_temperature names modules it does not connect: "
                              f"{sorted(unknown)}")
         self.add(combiner)
         for n, p in resolved:
-            combiner.add_member(n)
+            combiner.add_member(n, self.node(n), p)
             self._add_edge(name, n, n, p, TAIL_TO_TAIL, blocked=None if feedback else "down")
         return combiner
 

@@ -217,6 +217,35 @@ class Module(torch.nn.Module):
         """The optimiser the joint trainer steps for this module (its ``optimizer`` by default)."""
         return getattr(self, "optimizer", None)
 
+    # --- a category shared with other modules (the tail-to-tail combiner's joint fit) ----------
+    # A module whose categorical port is shared through a combiner may let the combiner fit the
+    # shared category jointly: the combiner then runs EM over all members from several starts and
+    # keeps the start with the highest joint likelihood. The four hooks below are pure except
+    # ``category_adopt``; ``port`` is the categorical port connected to the combiner.
+    def category_start(self, port: str, generator: torch.Generator) -> torch.Tensor:
+        """(N, K) responsibilities of a fresh start drawn from this module's own data alone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
+
+    def category_fit(self, port: str, responsibilities: torch.Tensor):
+        """The parameters of the module's per-category distributions refitted to (N, K) soft
+        responsibilities (the module itself is left unchanged)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
+
+    def category_log_likelihood(self, port: str, params) -> torch.Tensor:
+        """(N, K) float64 ``log p(item i's data | category k)`` under ``params`` (from
+        :meth:`category_fit`), up to a per-item constant, the module's evidence weight included."""
+        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
+
+    def category_adopt(self, port: str, responsibilities: torch.Tensor, params) -> None:
+        """Install the joint fit: the module's learned state follows ``responsibilities`` and
+        ``params``, and its next :meth:`update` continues from there."""
+        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
+
+    @property
+    def shares_categories(self) -> bool:
+        """Whether the module implements the shared-category hooks."""
+        return type(self).category_fit is not Module.category_fit
+
     # --- devices and state -------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

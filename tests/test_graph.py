@@ -220,3 +220,20 @@ def test_head_to_head_sends_the_weighter_expected_word_counts():
     assert set(out) == {"weighter"}
     expected = torch.tensor([[0.75, 0.75, 0.25, 0.0], [0.0, 0.5, 0.0, 1.0]])
     assert torch.allclose(out["weighter"].counts, expected)
+
+
+def test_tail_to_tail_sends_a_late_member_the_product_of_those_that_reported():
+    c = TailToTail("cat", 3, smoothing=0.0)
+    for m in ("a", "b", "c"):
+        c.add_member(m)
+    pa = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    c.receive("a", Categorical(pa))
+    c.update()
+    assert set(c.publish()) == {"b", "c"}  # a lone member gets nothing from itself
+    torch.testing.assert_close(c.publish()["b"].probs, pa)
+    pb = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])
+    c.receive("b", Categorical(pb))
+    c.update()
+    out = c.publish()
+    torch.testing.assert_close(out["c"].probs, pa * pb / (pa * pb).sum(1, keepdim=True))
+    torch.testing.assert_close(out["a"].probs, pb)

@@ -407,3 +407,32 @@ def test_several_chains_keep_the_likeliest():
     assert lda.n_updates == 2 and len(lda.chain_log_joints_) == 4
     with pytest.raises(ValueError, match="chains"):
         LDA("lda", n_topics=3, vocab_sizes=(12,), chains=0)
+
+
+def test_category_likelihood_is_each_topic_explaining_the_whole_document():
+    # the closed form: softmax_c(evidence_weight * sum_v n_dv log phi_cv), from the fitted phi
+    counts = _ambiguous_corpus()
+    lda = LDA("lda", n_topics=2, vocab_sizes=(5,), sweeps=30, seed=7, tokens=40,
+              category_message="likelihood", evidence_weight=0.25)
+    lda.fit(w0=counts)
+    phi = lda.topic_word_["w0"].double()
+    expected = torch.softmax(0.25 * lda.token_counts_.double() @ phi.log().T, 1)
+    torch.testing.assert_close(lda.publish()["c"].probs.double(), expected, rtol=1e-5, atol=1e-6)
+    # documents of clear words are certain of their topic, word-4-only ones much less so
+    assert float(expected[:80].max(1).values.min()) > 0.99
+    assert float(expected[80:].max(1).values.max()) < float(expected[:80].max(1).values.min())
+    torch.testing.assert_close(lda.category_posterior(), expected.float())  # no prior yet
+    # a prior sent as the 40th root counts once per 40-token document
+    prior = torch.full((100, 2), 0.5)
+    prior[80:] = torch.tensor([0.2, 0.8])
+    lda.receive("c", Categorical(prior ** (1 / 40) / (prior ** (1 / 40)).sum(1, keepdim=True)))
+    root = prior ** (1 / 40)
+    root = root / root.sum(1, keepdim=True)
+    post = lda.category_posterior().double()
+    want = torch.softmax(expected.log() + 40 * root.double().log(), 1)
+    torch.testing.assert_close(post, want, rtol=1e-4, atol=1e-5)
+    assert (lda.predict() == post.argmax(1)).all()
+    with pytest.raises(ValueError, match="category_message"):
+        LDA("lda", n_topics=2, vocab_sizes=(5,), category_message="argmax")
+    with pytest.raises(ValueError, match="evidence_weight"):
+        LDA("lda", n_topics=2, vocab_sizes=(5,), evidence_weight=0.0)
