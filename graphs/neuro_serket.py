@@ -205,7 +205,7 @@ def _parser():
                         "(-1: no joint fit, the combiner multiplies the modules' messages)")
     p.add_argument("--lda-prior-temperature", type=float, default=0.01,
                    help="exponent on the GMM's posterior sent to the LDA, which applies it to each token")
-    p.add_argument("--published", action="store_true", help="40 rounds, 200 VAE epochs a round")
+    p.add_argument("--published", action="store_true", help="40 rounds, 200 VAE epochs and 100 LDA sweeps a round")
     p.add_argument("--out", default="results/neuro_serket")
     return p
 
@@ -220,8 +220,8 @@ def bench_main(argv=None) -> dict:
     from serket.reporting import plot_confusion, plot_latent
 
     args = _parser().parse_args(argv)
-    if args.published:
-        args.rounds, args.epochs, args.first_epochs = 40, 200, 200
+    if args.published:  # the published schedule: 40 rounds, 200 VAE epochs and 100 LDA sweeps a round
+        args.rounds, args.epochs, args.first_epochs, args.lda_sweeps = 40, 200, 200, 100
     digits = load_speech(args.speech, data_dir=args.data_dir)
     if args.quick:
         args.per_class, args.rounds, args.epochs, args.first_epochs = 20, 2, 2, 3
