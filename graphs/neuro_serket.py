@@ -158,7 +158,7 @@ def merge_histories(*histories: list[dict]) -> list[dict]:
         for r in records:
             record["metrics"].update(r["metrics"])
             record["seconds"] += r["seconds"]
-            record["node_seconds"] = {**record.get("node_seconds", {}), **r.get("node_seconds", {})}
+            record["node_seconds"].update(r.get("node_seconds", {}))
         merged.append(record)
     return merged
 
@@ -262,26 +262,20 @@ def bench_main(argv=None) -> dict:
                                       checkpoint_dir=checkpoint_dir, prefix=f"[{config} seed {seed}] ", **common)
             return {**result, "labels": labels, "nodes": result["graph"].nodes}
         # rows without the tail-to-tail link: the halves never meet, so each half is trained once
-        # per seed and linking and shared by the rows that hold it (separate and asr share the
-        # image half, asr and halves the speech half)
-        link_images, link_speech, _ = CONFIGURATIONS[config]
+        # per seed and linking, by the first row that holds it, and let go after the last
+        # (separate and asr share the image half, asr and halves the speech half)
         parts = []
-        for side, linked in (("images", link_images), ("speech", link_speech)):
+        for i, side in enumerate(("images", "speech")):
+            linked = CONFIGURATIONS[config][i]
+            holders = [c for c in args.configs if c != "full" and CONFIGURATIONS[c][i] == linked]
             key = (side, linked, seed)
             if key not in halves:
-                row = {("images", False): "separate", ("images", True): "halves",
-                       ("speech", False): "separate", ("speech", True): "asr"}[(side, linked)]
+                row = holders[0]
                 halves[key] = run_neuro_serket(
                     images if side == "images" else None, utterances if side == "speech" else None, labels,
                     configuration=row, checkpoint_dir=checkpoint_dir.parent / f"{side}-{row}-seed{seed}",
                     prefix=f"[{side} half of {row} seed {seed}] ", **common)
-            parts.append(halves[key])
-        # the last row that holds a half lets it go (rows run in the order of CONFIGURATIONS)
-        last_row = {("images", False): "asr", ("images", True): "halves",
-                    ("speech", False): "separate", ("speech", True): "halves"}
-        for side, linked in (("images", link_images), ("speech", link_speech)):
-            if last_row[(side, linked)] == config or last_row[(side, linked)] not in args.configs:
-                halves.pop((side, linked, seed), None)
+            parts.append(halves.pop(key) if config == holders[-1] else halves[key])
         graph = build_neuro_serket(images, utterances, configuration=config, seed=seed, **build)  # for drawing
         return {"history": merge_histories(*(p["history"] for p in parts)), "graph": graph, "labels": labels,
                 "nodes": {**parts[0]["graph"].nodes, **parts[1]["graph"].nodes}}

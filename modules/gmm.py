@@ -56,7 +56,7 @@ from typing import NamedTuple
 
 import torch
 
-from serket.clustering import kmeans_pp_labels
+from serket.clustering import kmeans_pp_labels, kmeans_pp_start
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Gaussian, Message, Samples
 from serket.module import Module, Port
@@ -589,8 +589,7 @@ class GMM(Module):
 
     def category_start(self, port, generator):
         """A k-means++ clustering of the data (hard responsibilities)."""
-        return _onehot(kmeans_pp_labels(self._category_points(), self.n_clusters, generator),
-                       self.n_clusters, _DTYPE)
+        return kmeans_pp_start(self._category_points(), self.n_clusters, generator)
 
     def category_fit(self, port, responsibilities):
         """Each cluster's Normal-Wishart posterior given soft counts of the data."""

@@ -86,7 +86,7 @@ from typing import NamedTuple
 
 import torch
 
-from serket.clustering import kmeans_pp_labels
+from serket.clustering import kmeans_pp_start
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Counts, Message
 from serket.module import Module, Port
@@ -652,7 +652,7 @@ class LDA(Module):
         if self.token_counts_ is None:
             raise DataError(f"LDA {self.name!r}: no category likelihood before the first update")
         log_phi = torch.cat([self.topic_word_[m].to(torch.float64) for m in self.modalities], 1).log()
-        return self.evidence_weight * (self.token_counts_.to(torch.float64) @ log_phi.T)
+        return self.category_log_likelihood("c", log_phi)
 
     def category_likelihood(self) -> torch.Tensor:
         """P(c | w_d) for a document whose tokens all come from the one topic ``c`` (uniform
@@ -687,8 +687,7 @@ class LDA(Module):
     def category_start(self, port, generator):
         """A k-means++ clustering of the documents' word frequencies (hard responsibilities)."""
         freq = self._category_counts()
-        labels = kmeans_pp_labels(freq / freq.sum(1, keepdim=True).clamp_min(1), self.n_topics, generator)
-        return (labels[:, None] == torch.arange(self.n_topics, device=freq.device)).to(torch.float64)
+        return kmeans_pp_start(freq / freq.sum(1, keepdim=True).clamp_min(1), self.n_topics, generator)
 
     def category_fit(self, port, responsibilities):
         """Each topic's word distributions from the documents' tokens, weighted by the
@@ -698,6 +697,7 @@ class LDA(Module):
                           for block in counts.split(list(self.vocab_sizes.values()), 1)], 1)
 
     def category_log_likelihood(self, port, params):
+        """``evidence_weight * sum_v n_dv log phi_cv`` for log phi ``params`` (K, V_total)."""
         return self.evidence_weight * (self._category_counts() @ params.T)
 
     def category_adopt(self, port, responsibilities, params):

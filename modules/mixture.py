@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from serket.clustering import kmeans_pp_labels
+from serket.clustering import kmeans_pp_start
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Gaussian, Message
 from serket.module import Module, Port, Rows
@@ -197,9 +197,7 @@ class MixturePrior(Module):
     # --- a shared category (see serket.module.Module.category_fit) --------------------------------
     def category_start(self, port, generator):
         """A k-means++ clustering of the data (hard responsibilities)."""
-        x = self._data()
-        labels = kmeans_pp_labels(x, self.n_clusters, generator)
-        return (labels[:, None] == torch.arange(self.n_clusters, device=x.device)).to(torch.float64)
+        return kmeans_pp_start(self._data(), self.n_clusters, generator)
 
     @torch.no_grad()
     def category_fit(self, port, responsibilities):

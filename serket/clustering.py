@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["kmeans_pp_labels"]
+__all__ = ["kmeans_pp_labels", "kmeans_pp_start"]
 
 
 def kmeans_pp_labels(points: torch.Tensor, n_clusters: int, generator: torch.Generator) -> torch.Tensor:
@@ -21,3 +21,9 @@ def kmeans_pp_labels(points: torch.Tensor, n_clusters: int, generator: torch.Gen
         centres.append(points[pick[0]])
         nearest = torch.minimum(nearest, (points - centres[-1]).square().sum(1))
     return torch.cdist(points, torch.stack(centres)).argmin(1)
+
+
+def kmeans_pp_start(points: torch.Tensor, n_clusters: int, generator: torch.Generator) -> torch.Tensor:
+    """:func:`kmeans_pp_labels` as hard responsibilities: (N, n_clusters) float64 one-hot."""
+    labels = kmeans_pp_labels(points, n_clusters, generator)
+    return (labels[:, None] == torch.arange(n_clusters, device=points.device)).to(torch.float64)

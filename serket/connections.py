@@ -236,11 +236,11 @@ class TailToTail(Node):
         self.bound: dict[str, tuple] = {}  # member -> (module, port), for the joint fit
         self.permutations: dict[str, torch.Tensor] = {}
         self.priors: dict[str, Categorical] = {}
+        # the responsibilities of the last joint fit, installed in every member (whose labels
+        # are the combiner's from then on); None before the first
         self.joint_responsibilities_: torch.Tensor | None = None
         self.joint_log_likelihoods_: list[float] = []  # of each start, in the last joint fit
         self.chosen_start_: int | None = None  # 0: from the current consensus, then the last fit, then fresh
-        self.labels_shared_ = False  # whether every member holds the last joint fit's labels
-        self.last_fit_: torch.Tensor | None = None  # the responsibilities last installed
 
     def add_member(self, module_name: str, module=None, port: str | None = None) -> None:
         if module_name in self.members:
@@ -274,7 +274,7 @@ class TailToTail(Node):
                     f"combiner {self.name!r}: {m!r} sent {probs.shape[0]} items, "
                     f"{present[0]!r} sent {n}"
                 )
-            if self.labels_shared_:
+            if self.joint_responsibilities_ is not None:
                 # the members adopted the last joint fit's labels: nothing to align (aligning
                 # posteriors that are each ambiguous alone could only scramble them)
                 perm = torch.arange(self.n_categories, device=probs.device)
@@ -284,7 +284,6 @@ class TailToTail(Node):
             aligned[m] = probs[:, perm]
         logs = {m: torch.log(p.clamp_min(1e-30)) * self.temperature for m, p in aligned.items()}
         total = sum(logs.values())
-        self.joint_responsibilities_ = None
         if self.restarts is not None and len(present) == len(self.members):
             logs = self._joint_fit(torch.softmax(total, 1))
             self.permutations = {m: torch.arange(self.n_categories, device=total.device) for m in present}
@@ -311,18 +310,20 @@ class TailToTail(Node):
         """EM over the shared category from responsibilities ``r``: every member refits its
         per-category distributions to ``r`` (M step), then the combiner recomputes ``r`` from
         the mixing weights and all members' log likelihoods (E step). Returns (mean joint log
-        likelihood, r, each member's parameters fitted to r)."""
+        likelihood, r)."""
         ll = float("-inf")
         for _ in range(self.em_iterations):
-            params = {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
+            params = self._fit_members(r)
             joint = r.mean(0).clamp_min(1e-12).log() + sum(
                 mod.category_log_likelihood(port, params[m]) for m, (mod, port) in self.bound.items())
             previous, ll = ll, float(torch.logsumexp(joint, 1).mean())
             r = torch.softmax(joint, 1)
             if ll - previous < 1e-6 * abs(ll):
                 break
-        params = {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
-        return ll, r, params
+        return ll, r
+
+    def _fit_members(self, r: torch.Tensor) -> dict:
+        return {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
 
     def _joint_fit(self, current: torch.Tensor) -> dict[str, torch.Tensor]:
         """The shared category fitted jointly: EM from the members' current consensus, from the
@@ -331,26 +332,25 @@ class TailToTail(Node):
         never enter. Returns each member's (N, K) log likelihood under the installed fit."""
         starters = list(self.bound)
         candidates = [self._em(current.to(torch.float64))]
-        if self.last_fit_ is not None and self.last_fit_.shape == current.shape:
+        last = self.joint_responsibilities_
+        if last is not None and last.shape == current.shape:
             # the last installed fit, rescored on today's data: a module drifting on its own
             # between fits must not lose an optimum that is still the likeliest
-            candidates.append(self._em(self.last_fit_.to(torch.float64)))
+            candidates.append(self._em(last.to(torch.float64)))
         for i in range(self.restarts):
             module, port = self.bound[starters[i % len(starters)]]
             candidates.append(self._em(module.category_start(port, self.generator).to(torch.float64)))
         self.joint_log_likelihoods_ = [c[0] for c in candidates]
         self.chosen_start_ = max(range(len(candidates)), key=lambda i: candidates[i][0])
-        _, r, params = candidates[self.chosen_start_]
+        r = candidates[self.chosen_start_][1]
         if self.chosen_start_ > 0:
             # a fresh start numbers its categories arbitrarily: relabel it to match the current
             # consensus, so that labels (and the priors the members already hold) stay put
             r = r[:, align_permutation(current.to(r.dtype), r)]
-            params = {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
+        params = self._fit_members(r)
         for m, (module, port) in self.bound.items():
             module.category_adopt(port, r, params[m])
         self.joint_responsibilities_ = r.float()
-        self.last_fit_ = self.joint_responsibilities_
-        self.labels_shared_ = True
         return {m: mod.category_log_likelihood(port, params[m]) * self.temperature
                 for m, (mod, port) in self.bound.items()}
 
@@ -383,8 +383,6 @@ class TailToTail(Node):
         state["generator"] = self.generator.get_state()
         state["joint_responsibilities"] = (None if self.joint_responsibilities_ is None
                                            else self.joint_responsibilities_.cpu())
-        state["labels_shared"] = self.labels_shared_
-        state["last_fit"] = None if self.last_fit_ is None else self.last_fit_.cpu()
         return state
 
     def load_state_dict(self, state):
@@ -393,9 +391,6 @@ class TailToTail(Node):
         self.permutations = {k: v.to(self._device) for k, v in state["permutations"].items()}
         if "generator" in state and torch.device(state["generator_device"]).type == self._device.type:
             self.generator.set_state(state["generator"])
-        self.labels_shared_ = bool(state.get("labels_shared", False))
-        last = state.get("last_fit")
-        self.last_fit_ = None if last is None else last.to(self._device)
         joint = state.get("joint_responsibilities")
         self.joint_responsibilities_ = None if joint is None else joint.to(self._device)
 
@@ -409,8 +404,6 @@ class TailToTail(Node):
             self.generator.manual_seed(self.seed)
         if self.joint_responsibilities_ is not None:
             self.joint_responsibilities_ = self.joint_responsibilities_.to(self._device)
-        if self.last_fit_ is not None:
-            self.last_fit_ = self.last_fit_.to(self._device)
         return self
 
 
