@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    digits = load_speech("auto")                      # FSDD, or synthetic speech (labelled so)
+    digits = load_speech("auto")                      # FSDD: data folder, cache, download or bundled copy
     speech = speech_vectors(speech_sequences(digits.waveforms, digits.rate, digits.speakers))
     images, labels = load_mnist_subset(per_class=args.per_class, seed=args.seed)
     i, s = pair_by_digit(labels, digits.labels, seed=args.seed)   # labels choose pairs, never reach modules

@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    digits = load_speech("auto")                       # FSDD, or synthetic speech (labelled so)
+    digits = load_speech("auto")                       # FSDD: data folder, cache, download or bundled copy
     if args.every > 1:
         digits = digits.subset((torch.arange(len(digits)) % args.every == 0).nonzero().squeeze(1))
     print(f"{len(digits)} utterances from {digits.source}")

@@ -75,45 +75,57 @@ def run_lda_asr(sequences, labels, *, rounds: int, linked: bool = True, seed: in
 PUBLISHED = {"separate": 27.5, "linked": 92.7}  # Taniguchi et al. (2020), LDA accuracy on speech, %
 
 
-def _parser():
-    from serket.benchmarking import benchmark_parser
+def bench_parser():
+    from serket.benchmarking import benchmark_parser, nonnegative_int, positive_float, positive_int
 
-    p = benchmark_parser("serket bench lda-asr", "LDA+ASR on spoken digits: recogniser alone vs linked, several seeds.", rounds=10)
-    p.add_argument("--units", type=int, default=64, help="acoustic units the recogniser discovers")
-    p.add_argument("--n-best", type=int, default=50, help="hypotheses per utterance (published: 10)")
-    p.add_argument("--relearn-rate", type=float, default=1.0)
-    p.add_argument("--discriminant", type=int, default=20,
+    p = benchmark_parser("serket bench lda-asr", "LDA+ASR on spoken digits: recogniser alone vs linked, several seeds.",
+                         rounds=10, out="results/lda_asr")
+    p.add_argument("--units", type=positive_int, default=64, help="acoustic units the recogniser discovers")
+    p.add_argument("--n-best", type=positive_int, default=50, help="hypotheses per utterance (published: 10)")
+    p.add_argument("--relearn-rate", type=positive_float, default=1.0,
+                   help="how far the recogniser's lexicon moves toward the resampled paths each round")
+    p.add_argument("--discriminant", type=nonnegative_int, default=20,
                    help="dimensions of the projection the recogniser relearns (0: off)")
-    p.add_argument("--sweeps", type=int, default=100, help="LDA Gibbs sweeps per round")
-    p.add_argument("--lda-chains", type=int, default=4,
+    p.add_argument("--sweeps", type=positive_int, default=100, help="LDA Gibbs sweeps per round")
+    p.add_argument("--lda-chains", type=positive_int, default=4,
                    help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
-    p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"],
-                   help="FSDD recordings (real) or spoken digits synthesised with espeak-ng")
-    p.add_argument("--out", default="results/lda_asr")
+    add_speech_option(p)
     return p
 
 
+def add_speech_option(parser) -> None:
+    """The ``--speech`` option of the benchmarks that use spoken digits."""
+    parser.add_argument("--speech", default="auto", choices=list(SPEECH_SOURCES),
+                        help="auto: real FSDD recordings from the data folder, the cache, the public "
+                             "repository or the copy bundled with the package, the first found; fsdd: "
+                             "the data folder only; bundled: the bundled copy only; synthetic: digits "
+                             "spoken by espeak-ng (labelled SYNTHETIC)")
+
+
+# --speech: which of serket.speech.load_fsdd's sources
+SPEECH_SOURCES = {"auto": "auto", "fsdd": "shared", "bundled": "bundled", "synthetic": "synthetic"}
+
+
 def load_speech(kind: str, *, data_dir=None, verbose: bool = False):
-    """Spoken digits: ``"fsdd"`` (the real recordings in the data folder), ``"synthetic"``
-    (espeak-ng, made once and cached), ``"auto"`` (FSDD wherever it can be had, else synthetic)."""
+    """Spoken digits by the name ``--speech`` gives them (see :data:`SPEECH_SOURCES`)."""
     from serket.speech import load_fsdd
 
-    source = {"auto": "auto", "fsdd": "shared", "synthetic": "synthetic"}[kind]
-    return load_fsdd(data_dir=data_dir, source=source, verbose=verbose)
+    return load_fsdd(data_dir=data_dir, source=SPEECH_SOURCES[kind], verbose=verbose)
+
+
+PRESETS = {"quick": {"rounds": 2, "sweeps": 10, "units": 16, "n_best": 5, "seeds": lambda args: args.seeds[:1]}}
 
 
 def bench_main(argv=None) -> dict:
-    from serket.benchmarking import run_benchmark
+    from serket.benchmarking import parse_benchmark_args, run_benchmark
     from serket.metrics import confusion_matrix
     from serket.reporting import plot_confusion
 
-    args = _parser().parse_args(argv)
+    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
-    if args.quick:
+    if args.quick:  # every tenth utterance
         keep = torch.arange(len(digits)) % 10 == 0
         digits = digits.subset(keep.nonzero().squeeze(1))
-        args.rounds, args.sweeps, args.units, args.n_best = 2, 10, 16, 5
-        args.seeds = args.seeds[:1]
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     data_line = (f"data: {digits.source}, {len(digits)} utterances, {len(set(digits.speakers))} "
                  f"speakers/voices — {kind}")
@@ -141,6 +153,9 @@ def bench_main(argv=None) -> dict:
         seed = args.seeds[-1]
         graph = by_seed[seed]["graph"]
         plot_confusion(confusion_matrix(digits.labels, graph.node("lda").predict().cpu()),
-                       out / f"confusion_{config}.png", title=f"{config}: LDA topics vs digits (seed {seed})")
-        graph.draw(out / f"graph_{config}.png")
+                       out / f"confusion_{config}.png", title=f"{config}: LDA topics vs spoken digits (seed {seed})",
+                       ylabel="true digit", xlabel="LDA topic, named by its matched digit")
+        graph.draw(out / f"graph_{config}.png", title=f"LDA+ASR, configuration '{config}': " + (
+            "the recogniser relearns from the resampled words" if config == "linked"
+            else "the recogniser decodes once, alone"))
     return bench

@@ -176,52 +176,54 @@ NEURO_SERKET_FULL = {"gmm (images)": 91.0, "lda (speech)": 93.7}
 CONFIGS = ["mvae-alternate", "mvae-joint", "jmvae-alternate", "jmvae-joint"]
 
 
-def _parser():
-    from serket.benchmarking import benchmark_parser
+def bench_parser():
+    from serket.benchmarking import benchmark_parser, nonnegative_float, nonnegative_int, positive_int
+    from serket.graphs.lda_asr import add_speech_option
 
     p = benchmark_parser("serket bench multimodal",
                          "MVAE+GMM and JMVAE+GMM on MNIST and spoken digits, trained alternately and jointly.",
-                         rounds=8)
+                         rounds=8, out="results/multimodal")
     p.set_defaults(configs=CONFIGS)
     p._option_string_actions["--configs"].choices = CONFIGS
-    p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"])
-    p.add_argument("--per-class", type=int, default=300, help="image-utterance pairs per digit")
+    add_speech_option(p)
+    p.add_argument("--per-class", type=positive_int, default=300, help="image-utterance pairs per digit")
     p.add_argument("--speech-features", default="mfcc", choices=["mfcc", "logmel"],
                    help="pooled MFCC+deltas or pooled log-mel energies per utterance")
-    p.add_argument("--hidden", type=int, nargs="+", default=[512, 256])
-    p.add_argument("--z-dim", type=int, default=10)
-    p.add_argument("--first-epochs", type=int, default=50, help="epochs of the first (warmup) round")
-    p.add_argument("--epochs", type=int, default=10, help="epochs per later round")
-    p.add_argument("--speech-weight", type=float, default=1.0, help="weight of the speech reconstruction")
-    p.add_argument("--kl-anneal", type=int, default=25, help="epochs of KL annealing in the first round (0: off)")
-    p.add_argument("--alpha", type=float, default=1.0, help="JMVAE's KL weight toward the unimodal encoders")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[512, 256], help="encoder and decoder hidden widths")
+    p.add_argument("--z-dim", type=positive_int, default=10, help="dimensions of the shared latent")
+    p.add_argument("--first-epochs", type=positive_int, default=50, help="epochs of the first (warmup) round")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per later round")
+    p.add_argument("--speech-weight", type=nonnegative_float, default=1.0, help="weight of the speech reconstruction")
+    p.add_argument("--kl-anneal", type=nonnegative_int, default=25,
+                   help="epochs of KL annealing in the first round (0: off)")
+    p.add_argument("--alpha", type=nonnegative_float, default=1.0, help="JMVAE's KL weight toward the unimodal encoders")
     p.add_argument("--prior", default="mixture", choices=PRIORS,
                    help="the mixture over the latent, in every row: 'mixture' (EM alternately, gradient "
                         "jointly, likelihood-chosen restarts) or 'gibbs' (the Bayesian GMM of Neuro-SERKET)")
-    p.add_argument("--gmm-sweeps", type=int, default=50)
-    p.add_argument("--out", default="results/multimodal")
+    p.add_argument("--gmm-sweeps", type=positive_int, default=50, help="GMM Gibbs sweeps per round (--prior gibbs)")
     return p
+
+
+PRESETS = {"quick": {"per_class": 20, "rounds": 2, "epochs": 2, "first_epochs": 3, "gmm_sweeps": 5,
+                     "seeds": lambda args: args.seeds[:1]}}
 
 
 def bench_main(argv=None) -> dict:
     from pathlib import Path
 
-    from serket.benchmarking import run_benchmark
+    from serket.benchmarking import parse_benchmark_args, run_benchmark
     from serket.data import load_mnist, load_mnist_subset
     from serket.graphs.lda_asr import load_speech
     from serket.graphs.neuro_serket import pair_by_digit
     from serket.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
 
-    args = _parser().parse_args(argv)
-    if args.quick:
-        args.per_class, args.rounds, args.epochs, args.first_epochs = 20, 2, 2, 3
-        args.gmm_sweeps, args.seeds = 5, args.seeds[:1]
+    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit")
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device)
     speech_all = speech_features(digits, args.speech_features, device=device)
 
     # the evaluation classifier: MNIST test split only (trained at the first run's end, so that
@@ -305,10 +307,13 @@ def bench_main(argv=None) -> dict:
             pick = (labels == digit).nonzero().squeeze(1)[:8].to(device)
             rows.append(node.cross_generate({"speech": result["speech"][pick]}, "image").cpu().view(-1, 28, 28))
         plot_image_grid(rows, out / f"speech_to_image_{config}.png", row_labels=[str(d) for d in range(10)],
-                        title=f"{config}: images generated from speech alone (seed {seed}), one row per spoken digit")
+                        title=f"{config}: images generated from speech alone (seed {seed}), "
+                              "one row per spoken digit, one column per utterance")
         plot_latent(node.latent_.cpu().numpy(), graph.node("gmm").predict().cpu().numpy(),
-                    out / f"latent_{config}.png", title=f"{config}: shared latent (PCA), coloured by cluster")
+                    out / f"latent_{config}.png", title=f"{config}: shared latent (PCA), coloured by cluster",
+                    colour_label="mixture component (its own numbering)")
         terms[config] = node.diagnostics()
-    graph.draw(out / "graph.png")
+    graph.draw(out / "graph.png", title=f"the graph of '{config}' (every row has this shape: a multimodal VAE, "
+                                        "MVAE or JMVAE, under a mixture)")
     write_json(out / "loss_terms.json", {"data": data_line, "seed": seed, "terms": terms})
     return bench

@@ -173,60 +173,64 @@ PUBLISHED = {
 }
 
 
-def _parser():
-    from serket.benchmarking import benchmark_parser
+def bench_parser():
+    from serket.benchmarking import (benchmark_parser, nonnegative_float, nonnegative_int, positive_float,
+                                     positive_int, restarts_int)
+    from serket.graphs.lda_asr import add_speech_option
 
     p = benchmark_parser("serket bench neuro-serket",
                          "VAE+GMM+LDA+ASR on MNIST and spoken digits: the four rows of the published table.",
-                         rounds=4)
+                         rounds=4, out="results/neuro_serket")
     p.set_defaults(configs=list(CONFIGURATIONS))
     p._option_string_actions["--configs"].choices = list(CONFIGURATIONS)
-    p.add_argument("--speech", default="auto", choices=["auto", "fsdd", "synthetic"])
-    p.add_argument("--per-class", type=int, default=300, help="image-utterance pairs per digit")
-    p.add_argument("--hidden", type=int, nargs="+", default=[512, 256], help="VAE hidden widths")
-    p.add_argument("--epochs", type=int, default=15, help="VAE epochs per round after the first")
-    p.add_argument("--first-epochs", type=int, default=60, help="VAE epochs in the first round")
-    p.add_argument("--gmm-sweeps", type=int, default=50)
-    p.add_argument("--lda-sweeps", type=int, default=60)
-    p.add_argument("--units", type=int, default=64)
-    p.add_argument("--n-best", type=int, default=50)
-    p.add_argument("--discriminant", type=int, default=20, help="recogniser's discriminant dimensions (0: off)")
-    p.add_argument("--lda-chains", type=int, default=2,
+    add_speech_option(p)
+    p.add_argument("--per-class", type=positive_int, default=300, help="image-utterance pairs per digit")
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[512, 256], help="VAE hidden widths")
+    p.add_argument("--epochs", type=positive_int, default=15, help="VAE epochs per round after the first")
+    p.add_argument("--first-epochs", type=positive_int, default=60, help="VAE epochs in the first round")
+    p.add_argument("--gmm-sweeps", type=positive_int, default=50, help="GMM Gibbs sweeps per round")
+    p.add_argument("--lda-sweeps", type=positive_int, default=60, help="LDA Gibbs sweeps per round")
+    p.add_argument("--units", type=positive_int, default=64, help="acoustic units the recogniser discovers")
+    p.add_argument("--n-best", type=positive_int, default=50, help="recogniser hypotheses per utterance")
+    p.add_argument("--discriminant", type=nonnegative_int, default=20,
+                   help="recogniser's discriminant dimensions (0: off)")
+    p.add_argument("--lda-chains", type=positive_int, default=2,
                    help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     p.add_argument("--mixture", default="gibbs", choices=["gibbs", "em"],
                    help="the image side's mixture: the Bayesian GMM (Gibbs) or EM with likelihood-chosen restarts")
     p.add_argument("--category-message", default="likelihood", choices=["likelihood", "proportions"],
                    help="what the LDA tells the combiner: each topic's likelihood of the whole document, "
                         "or its topic proportions")
-    p.add_argument("--evidence-weight", type=float, default=0.08,
+    p.add_argument("--evidence-weight", type=positive_float, default=0.08,
                    help="exponent on the LDA's document likelihood (its tokens are correlated)")
-    p.add_argument("--category-restarts", type=int, default=10,
+    p.add_argument("--category-restarts", type=restarts_int, default=10,
                    help="fresh starts of the joint fit of the shared category, the likeliest kept "
                         "(-1: no joint fit, the combiner multiplies the modules' messages)")
-    p.add_argument("--lda-prior-temperature", type=float, default=0.01,
+    p.add_argument("--lda-prior-temperature", type=nonnegative_float, default=0.01,
                    help="exponent on the GMM's posterior sent to the LDA, which applies it to each token")
     p.add_argument("--published", action="store_true", help="40 rounds, 200 VAE epochs and 100 LDA sweeps a round")
-    p.add_argument("--out", default="results/neuro_serket")
     return p
+
+
+# what --published and --quick stand for; an option given explicitly wins over both
+PRESETS = {
+    "published": {"rounds": 40, "epochs": 200, "first_epochs": 200, "lda_sweeps": 100},
+    "quick": {"per_class": 20, "rounds": 2, "epochs": 2, "first_epochs": 3, "gmm_sweeps": 5, "lda_sweeps": 10,
+              "units": 16, "n_best": 5, "seeds": lambda args: args.seeds[:1]},
+}
 
 
 def bench_main(argv=None) -> dict:
     from pathlib import Path
 
-    from serket.benchmarking import run_benchmark
+    from serket.benchmarking import parse_benchmark_args, run_benchmark
     from serket.data import load_mnist, load_mnist_subset
     from serket.graphs.lda_asr import load_speech, speech_sequences
     from serket.metrics import confusion_matrix
     from serket.reporting import plot_confusion, plot_latent
 
-    args = _parser().parse_args(argv)
-    if args.published:  # the published schedule: 40 rounds, 200 VAE epochs and 100 LDA sweeps a round
-        args.rounds, args.epochs, args.first_epochs, args.lda_sweeps = 40, 200, 200, 100
+    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
-    if args.quick:
-        args.per_class, args.rounds, args.epochs, args.first_epochs = 20, 2, 2, 3
-        args.gmm_sweeps, args.lda_sweeps, args.units, args.n_best = 5, 10, 16, 5
-        args.seeds = args.seeds[:1]
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
@@ -289,12 +293,19 @@ def bench_main(argv=None) -> dict:
                           extra_info={"synthetic": digits.synthetic, "speech_source": digits.source,
                                       "image_source": info})
     seed = args.seeds[-1]
+    rows = {"separate": "every module separate", "asr": "LDA+ASR linked",
+            "halves": "VAE+GMM linked, LDA+ASR linked, no link between", "full": "VAE+GMM+LDA+ASR fully linked"}
+    what = {"gmm": "GMM clusters of the images", "lda": "LDA topics of the utterances"}
     for config, by_seed in bench["results"].items():
         graph, labels, nodes = by_seed[seed]["graph"], by_seed[seed]["labels"], by_seed[seed]["nodes"]
         for node in ("gmm", "lda"):
             plot_confusion(confusion_matrix(labels, nodes[node].predict().cpu()),
-                           out / f"confusion_{config}_{node}.png", title=f"{config}: {node} vs digits (seed {seed})")
+                           out / f"confusion_{config}_{node}.png",
+                           title=f"{config}: {what[node]} vs digits (seed {seed})", ylabel="true digit",
+                           xlabel=f"{node.upper()} {'cluster' if node == 'gmm' else 'topic'}, "
+                                  "named by its matched digit")
         plot_latent(nodes["vae"].latent_.cpu().numpy(), nodes["gmm"].predict().cpu().numpy(),
-                    out / f"latent_{config}.png", title=f"{config}: VAE latent (PCA), coloured by GMM cluster")
-        graph.draw(out / f"graph_{config}.png")
+                    out / f"latent_{config}.png", title=f"{config}: VAE latent (PCA), coloured by GMM cluster",
+                    colour_label="GMM cluster (its own numbering)")
+        graph.draw(out / f"graph_{config}.png", title=f"Neuro-SERKET, configuration '{config}': {rows[config]}")
     return bench

@@ -11,12 +11,20 @@ first printed line say which data were used.
 
 from __future__ import annotations
 
+import argparse
+import math
+import sys
 from pathlib import Path
 from typing import Callable
 
+from .checkpoint import folder_problem
+from .errors import ConfigError
+from .module import resolve_device
 from .reporting import format_mean_sd, plot_rounds, write_json, write_text
 
-__all__ = ["run_benchmark", "benchmark_parser", "peak_memory"]
+__all__ = ["run_benchmark", "benchmark_parser", "parse_benchmark_args", "BenchmarkParser", "peak_memory",
+           "positive_int", "nonnegative_int", "restarts_int", "positive_float", "nonnegative_float",
+           "device_name"]
 
 
 def peak_memory() -> dict[str, float]:
@@ -31,19 +39,140 @@ def peak_memory() -> dict[str, float]:
     return out
 
 
-def benchmark_parser(prog: str, description: str, *, rounds: int):
-    """An argument parser with the options every architecture benchmark shares."""
-    import argparse
+class BenchmarkParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the option and the value (exit 2)
+    and whose help shows every option's default."""
 
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--configs", nargs="+", default=["separate", "linked"], choices=["separate", "linked"])
-    p.add_argument("--rounds", type=int, default=rounds)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--data-dir", default=None, help="the data folder (default $SERKET_DATA_DIR)")
-    p.add_argument("--quick", action="store_true", help="a smoke-test setting: tiny data, 2 rounds")
-    p.add_argument("--no-resume", action="store_true", help="ignore the checkpoints in --out")
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def add_argument(self, *args, **kwargs):
+        # every option says what it does, so that --help can show its default beside it
+        if not kwargs.get("help") and args and args[0].startswith("--"):
+            raise ValueError(f"option {args[0]} of {self.prog} has no help text")
+        return super().add_argument(*args, **kwargs)
+
+
+def _integer(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1, "a positive integer")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, 0, "an integer >= 0")
+
+
+def restarts_int(text: str) -> int:
+    """argparse type: an integer >= -1 (-1 turns the feature off)."""
+    return _integer(text, -1, "an integer >= -1 (-1: off)")
+
+
+def _real(text: str, what: str, ok) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _real(text, "a finite number > 0", lambda v: v > 0)
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _real(text, "a finite number >= 0", lambda v: v >= 0)
+
+
+def device_name(text: str) -> str:
+    """argparse type: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``, present on this machine;
+    ``auto`` becomes ``cuda`` where CUDA is available, else ``cpu``."""
+    try:
+        return str(resolve_device(text))
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def benchmark_parser(prog: str, description: str, *, rounds: int, out: str) -> BenchmarkParser:
+    """An argument parser with the options every architecture benchmark shares."""
+    p = BenchmarkParser(prog=prog, description=description)
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2, 3, 4],
+                   help="random seeds, one run per configuration and seed")
+    p.add_argument("--configs", nargs="+", default=["separate", "linked"], choices=["separate", "linked"],
+                   help="the configurations to run")
+    p.add_argument("--rounds", type=positive_int, default=rounds, help="training rounds per run")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--data-dir", default=None,
+                   help="the data folder holding mnist.npz and fsdd/recordings; unset: $SERKET_DATA_DIR")
+    p.add_argument("--out", default=out, help="folder for results.json, results.md, PNG plots and checkpoints")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke-test setting (tiny data, 2 rounds); options given explicitly still apply")
+    p.add_argument("--no-resume", action="store_true", help="ignore the checkpoints in --out and start afresh")
     return p
+
+
+def _given(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The destinations of the options that ``argv`` sets explicitly."""
+    saved = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+    return set(vars(namespace))
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv=None, *,
+                         presets: dict[str, dict] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` and check, before any training, what can be checked.
+
+    ``presets`` maps a flag's destination (``"quick"``, ``"published"``) to the settings it
+    stands for; a preset that is on sets each of its settings unless the command line gives
+    that option explicitly (``--quick --rounds 3`` runs 3 rounds). Repeated seeds, a data
+    folder that does not exist and an output folder that cannot be written are one-line
+    errors (exit 2).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    given = _given(parser, argv)
+    for flag, settings in (presets or {}).items():
+        if getattr(args, flag, False):
+            for name, value in settings.items():
+                if name not in given:
+                    setattr(args, name, value(args) if callable(value) else value)
+    seeds = getattr(args, "seeds", None)
+    if seeds is not None:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            parser.error(f"argument --seeds: seed {repeated[0]} is given more than once "
+                         f"({' '.join(map(str, seeds))})")
+    if getattr(args, "data_dir", None) is not None and not Path(args.data_dir).expanduser().is_dir():
+        parser.error(f"argument --data-dir: no such folder: {args.data_dir!r}")
+    if getattr(args, "out", None) is not None:
+        problem = folder_problem(args.out)
+        if problem:
+            parser.error(f"argument --out: {problem}")
+    return args
 
 
 def _node_seconds(history) -> dict[str, float]:
@@ -137,9 +266,10 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
                                       "peak_memory_mib": memory,
                                       **(extra_info or {})})
     write_text(out / "results.md", f"# {title}\n\n{table}\n")
-    curves = {(c if len(nodes) == 1 else f"{c}: {n}"): [[a * 100 for a in r["accuracy_per_round"][n]] for r in rs]
-              for c, rs in runs.items() for n in nodes}
+    # one panel per scored node, one line per configuration, its published figure beside its last round
+    curves = {n: {c: [[a * 100 for a in r["accuracy_per_round"][n]] for r in rs] for c, rs in runs.items()}
+              for n in nodes}
     plot_rounds(curves, out / "accuracy_per_round.png", title=f"{title}: accuracy per round",
-                references={f"published {c}" + ("" if len(nodes) == 1 else f" {n}"): reference(c, n)
-                            for c in runs for n in nodes if reference(c, n) is not None})
+                references={n: {c: reference(c, n) for c in runs if reference(c, n) is not None} for n in nodes},
+                ylim=(0, 100), panel_titles={n: f"{n}: clustering accuracy" for n in nodes})
     return {"summary": summary, "runs": runs, "results": results}

@@ -1,59 +1,118 @@
 """The ``serket`` command.
 
-    serket bench NAME [options]   run the benchmark of a ready-made architecture
-    serket list                   list the architectures that have a benchmark
+    serket list                   the architectures that have a benchmark, one line each
+    serket bench NAME [options]   run one (``serket bench NAME --help`` lists its options)
+    serket --version              the installed version
 
-``NAME`` is the architecture's module in ``serket.graphs`` with ``-`` for ``_`` (``vae-gmm``).
-The core looks the architecture up by name, so it never imports the layers above it.
+Architectures register their benchmark under the entry-point group ``serket.benchmarks``
+(``name = "package.module"``, the module defining ``bench_parser()`` and ``bench_main(argv)``),
+so the command finds third-party architectures as it finds its own and imports nothing above
+the core by name.
+
+A mistake in the command line, or data that cannot be had, ends in one line that says what is
+wrong, with exit status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see serket/__init__.py
+
+import argparse
+import importlib
 import sys
+from importlib.metadata import entry_points
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ENTRY_POINT_GROUP = "serket.benchmarks"
+PROG = "serket"
 
 
-def _benchmarks() -> list[str]:
-    import serket.graphs as graphs
+def benchmarks() -> dict:
+    """``{name: entry point}`` of every registered architecture benchmark, sorted by name."""
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return dict(sorted(found.items()))
 
-    names = []
-    for info in pkgutil.iter_modules(graphs.__path__):
-        module = importlib.import_module(f"serket.graphs.{info.name}")
-        if hasattr(module, "bench_main"):
-            names.append(info.name.replace("_", "-"))
-    return sorted(names)
+
+def _load(entry) -> object:
+    module = importlib.import_module(entry.value)
+    for name in ("bench_parser", "bench_main"):
+        if not callable(getattr(module, name, None)):
+            raise _CommandError(f"benchmark {entry.name!r} ({entry.value}) defines no {name}()")
+    return module
+
+
+class _CommandError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Cognitive architectures from modules that learn by passing messages.",
+        epilog="serket bench NAME --help lists a benchmark's options and their defaults.")
+    parser.add_argument("--version", action="store_true", help="print the installed version and exit")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("list", help="the architectures that have a benchmark, one line each")
+    bench = commands.add_parser("bench", help="run an architecture's benchmark", add_help=False)
+    bench.add_argument("name", nargs="?", help="the architecture, as `serket list` names it")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    parser = _top_parser()
+    parser.error = lambda message: (_ for _ in ()).throw(_CommandError(message))
+    args = parser.parse_args(argv)
+    if args.version:
+        from serket import __version__
+
+        print(f"neuro-serket {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    known = benchmarks()
+    if args.command == "list":
+        width = max((len(name) for name in known), default=0)
+        for name, entry in known.items():
+            print(f"{name:<{width}}  {_load(entry).bench_parser().description}")
+        return 0
+    # bench
+    if args.name is None or args.name.startswith("-"):
+        if args.name in ("-h", "--help"):
+            print(f"usage: {PROG} bench NAME [options]; NAME is one of: {', '.join(known)}")
+            return 0
+        raise _CommandError(f"bench needs an architecture's name: one of {', '.join(known)}")
+    if args.name not in known:
+        raise _CommandError(f"no benchmark named {args.name!r}; known: {', '.join(known)}")
+    _load(known[args.name]).bench_main(args.options)
+    return 0
 
 
 def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from serket.errors import SerketError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    command, rest = argv[0], argv[1:]
-    if command == "list":
-        print("\n".join(_benchmarks()))
-        return 0
-    if command == "bench":
-        if not rest or rest[0].startswith("-"):
-            print("usage: serket bench NAME [options]; NAME is one of: " + ", ".join(_benchmarks()), file=sys.stderr)
-            return 2
-        name = rest[0].replace("-", "_")
-        try:
-            module = importlib.import_module(f"serket.graphs.{name}")
-        except ModuleNotFoundError:
-            print(f"serket: no architecture named {rest[0]!r}; known: {', '.join(_benchmarks())}", file=sys.stderr)
-            return 2
-        if not hasattr(module, "bench_main"):
-            print(f"serket: {rest[0]!r} has no benchmark", file=sys.stderr)
-            return 2
-        module.bench_main(rest[1:])
-        return 0
-    print(f"serket: unknown command {command!r}\n\n{__doc__.strip()}", file=sys.stderr)
-    return 2
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _run(argv)
+    except SystemExit as done:  # a benchmark's parser: --help (0) or a one-line usage error (2)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    except (_CommandError, SerketError) as error:
+        if debug:
+            raise
+        message = str(error).strip().replace("\n", "; ")
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{PROG}: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

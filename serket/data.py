@@ -47,6 +47,7 @@ __all__ = [
     "restricted_load",
     "read_mnist_wheel",
     "MNIST_SOURCES",
+    "file_sha256",
 ]
 
 MNIST_SOURCES = ("shared", "cache", "mirror", "pypi-wheel")
@@ -281,7 +282,8 @@ def restricted_load(file, *, encoding: str = "latin1"):
         raise DataError(f"cannot unpickle: {type(error).__name__}: {error}") from error
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, as hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -332,7 +334,7 @@ def read_mnist_wheel(
     """
     wheel_path = Path(wheel_path)
     if sha256 is not None:
-        actual = _file_sha256(wheel_path)
+        actual = file_sha256(wheel_path)
         if actual != sha256:
             raise DataError(f"{wheel_path}: sha256 is {actual}, expected {sha256}; not using it")
     try:

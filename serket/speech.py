@@ -7,10 +7,14 @@ FSDD (3,000 recordings: 6 speakers x 10 digits x 50 takes, 8 kHz) is looked for,
    argument, else :func:`serket.data.data_dir` (``$SERKET_DATA_DIR`` or ``../shared/data``);
 2. the same layout in the cache folder (:func:`serket.data.cache_dir`), from an earlier download;
 3. the public GitHub repository's archive (a short timeout; cached after the first download);
-4. a synthetic set made by :func:`synthesize_digits` (espeak-ng, plus flite and festival when
-   installed), cached too. Synthetic speech is always labelled so: ``SpokenDigits.source``
-   starts with ``"synthetic"``, ``SpokenDigits.synthetic`` is True, and falling back to it
-   from ``source="auto"`` warns.
+4. the copy bundled inside the package (``serket/bundled/fsdd/recordings.zip``: the same 3,000
+   recordings as FLAC, lossless, with their licence beside them), which every installation has.
+
+A synthetic set made by :func:`synthesize_digits` (espeak-ng, plus flite and festival when
+installed) is used only when asked for (``source="synthetic"``). Synthetic speech is always
+labelled so: ``SpokenDigits.source`` starts with ``"synthetic"`` and ``SpokenDigits.synthetic``
+is True. ``SpokenDigits.source`` names where real recordings came from, e.g.
+``"FSDD (real, bundled copy)"``.
 
 Labels (the digits) are carried for evaluation only: no module is ever given them.
 """
@@ -18,6 +22,7 @@ Labels (the digits) are carried for evaluation only: no module is ever given the
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
@@ -28,7 +33,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,23 +44,34 @@ import soundfile
 import torch
 import torchaudio
 
-from serket.data import cache_dir, data_dir as default_data_dir
+from serket.data import cache_dir, data_dir as default_data_dir, file_sha256
 from serket.errors import DataError
 
 __all__ = [
     "read_wav",
     "SpokenDigits",
     "load_fsdd",
+    "bundle_fsdd",
+    "waveform_digest",
     "synthesize_digits",
     "load_synthetic",
-    "SyntheticSpeechWarning",
     "DIGIT_WORDS",
     "FSDD_SOURCES",
     "FSDD_URL",
+    "BUNDLED_FSDD",
 ]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-FSDD_SOURCES = ("shared", "cache", "github", "synthetic")
+FSDD_SOURCES = ("shared", "cache", "github", "bundled", "synthetic")
+FSDD_AUTO = ("shared", "cache", "github", "bundled")  # real recordings only, in this order
+SOURCE_NAMES = {"shared": "FSDD (real, data folder)", "cache": "FSDD (real, cache)",
+                "github": "FSDD (real, downloaded)", "bundled": "FSDD (real, bundled copy)"}
+BUNDLED_FSDD = Path(__file__).resolve().parent / "bundled" / "fsdd" / "recordings.zip"
+# sha256 of the bundled archive as shipped, checked before it is read
+BUNDLED_FSDD_SHA256 = "b382a55d8439975c980d9354b48daef40c6939c8258f044960471ad0144a5a3e"
+# waveform_digest of the 3,000 FSDD recordings at commit 26eb9aa, read at 8 kHz: the bundled copy
+# and the WAV files give this same digest
+FSDD_DIGEST = "8729ff6b0d2348f28704921a3dd603da1e58fccf929be056b2223dad30abcb61"
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
 FSDD_TEST_TAKES = 5  # the official split: takes 0-4 of every speaker and digit are the test set
 DOWNLOAD_TIMEOUT_S = 10.0
@@ -64,10 +79,6 @@ MANIFEST = "manifest.json"
 
 # A file name that parses: digit, speaker (no underscore), take.
 _CLIP_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[^_/\\]+)_(?P<take>[0-9]+)\.wav$")
-
-
-class SyntheticSpeechWarning(UserWarning):
-    """Real recordings could not be had, so synthetic speech is used in their place."""
 
 
 def _say(verbose: bool, text: str) -> None:
@@ -149,13 +160,15 @@ def read_wav(path, target_rate: int | None = None) -> tuple[torch.Tensor, int]:
         ``(waveform, rate)``: float32 tensor of shape (T,) with T >= 1, and its rate in Hz.
 
     Raises:
-        DataError, naming the file: missing, empty, not a WAV file, truncated or corrupt, no
-        samples, or non-finite samples.
+        DataError: naming the file: missing, empty, not a WAV file, truncated or corrupt, no
+            samples, or non-finite samples.
 
     Example::
 
         waveform, rate = read_wav("0_george_0.wav", target_rate=16000)
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"read_wav needs the path of a WAV file (a str or os.PathLike), got {path!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such WAV file")
@@ -164,10 +177,15 @@ def read_wav(path, target_rate: int | None = None) -> tuple[torch.Tensor, int]:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile: bad header, unsupported encoding, I/O errors
         raise DataError(f"{path}: cannot read this WAV file ({error})") from error
+    return _mono_waveform(samples, rate, target_rate, f"{path}: the WAV file")
+
+
+def _mono_waveform(samples: np.ndarray, rate: int, target_rate, what: str) -> tuple[torch.Tensor, int]:
+    """Decoded ``samples`` (T, channels) as a checked float32 mono waveform at ``target_rate``."""
     if samples.shape[0] == 0:
-        raise DataError(f"{path}: the WAV file holds no audio samples (zero length)")
+        raise DataError(f"{what} holds no audio samples (zero length)")
     if not np.isfinite(samples).all():
-        raise DataError(f"{path}: the WAV file holds non-finite samples (NaN or inf)")
+        raise DataError(f"{what} holds non-finite samples (NaN or inf)")
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     waveform = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     if target_rate is not None:
@@ -294,11 +312,26 @@ def _select_speakers(entries: list, speakers, where: str) -> list:
     return [entry for entry in entries if entry[1] in wanted]
 
 
-def _read_clips(entries: list, target_rate, where: str) -> tuple[list, int]:
-    """Waveforms of ``entries`` (digit, speaker, take, path), all at one rate."""
+def waveform_digest(digits: SpokenDigits) -> str:
+    """sha256 over every utterance's (digit, speaker, take) and float32 samples, in order.
+
+    Two sets with the same digest hold the same recordings sample for sample, wherever they
+    were read from (WAV files, the bundled FLAC copy)."""
+    digest = hashlib.sha256()
+    for label, speaker, take, waveform in zip(digits.labels.tolist(), digits.speakers,
+                                              digits.takes, digits.waveforms):
+        digest.update(f"{label}_{speaker}_{take}:{len(waveform)}\n".encode())
+        digest.update(waveform.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_clips(entries: list, target_rate, where: str, read=None) -> tuple[list, int]:
+    """Waveforms of ``entries`` (digit, speaker, take, path), all at one rate; ``read(path,
+    target_rate)`` reads one clip (default :func:`read_wav`)."""
+    read = read or read_wav
     waveforms, rates = [], set()
     for *_, path in entries:
-        waveform, rate = read_wav(path, target_rate)
+        waveform, rate = read(path, target_rate)
         waveforms.append(waveform)
         rates.add(rate)
     if len(rates) > 1:
@@ -307,11 +340,11 @@ def _read_clips(entries: list, target_rate, where: str) -> tuple[list, int]:
     return waveforms, rates.pop()
 
 
-def _clip_fields(entries: list, *, speakers, target_rate, where: str) -> dict:
+def _clip_fields(entries: list, *, speakers, target_rate, where: str, read=None) -> dict:
     """The per-clip fields of a :class:`SpokenDigits` from (digit, speaker, take, path) entries:
     sorted by (digit, speaker, take), filtered by speaker, read at one rate."""
     entries = _select_speakers(sorted(entries, key=lambda entry: entry[:3]), speakers, where)
-    waveforms, rate = _read_clips(entries, target_rate, where)
+    waveforms, rate = _read_clips(entries, target_rate, where, read)
     return {
         "waveforms": waveforms,
         "rate": rate,
@@ -332,6 +365,87 @@ def _load_recordings(folder: Path, *, target_rate, speakers, source: str) -> Spo
         raise DataError(f"{folder}: no WAV recordings found")
     clips = _clip_fields(entries, speakers=speakers, target_rate=target_rate, where=str(folder))
     return SpokenDigits(**clips, source=source, synthetic=False, details={"folder": str(folder)})
+
+
+# --------------------------------------------------------------------------------------------
+# The bundled copy: the recordings as FLAC (lossless) in one zip archive
+
+
+def bundle_fsdd(recordings, archive) -> Path:
+    """Write the WAV recordings of the folder ``recordings`` as FLAC into the zip ``archive``.
+
+    Each ``{digit}_{speaker}_{take}.wav`` becomes ``{digit}_{speaker}_{take}.flac`` holding the
+    same 16-bit samples (FLAC is lossless), so :func:`load_fsdd` reads identical waveforms from
+    either. Members are stored uncompressed (FLAC is compressed already) with fixed dates, in
+    name order; the archive is written atomically. Returns its path.
+
+    Raises:
+        DataError: a file name that does not parse, a clip that is not 16-bit PCM, or no clips.
+    """
+    recordings, archive = Path(recordings), Path(archive)
+    paths = sorted(p for p in recordings.iterdir() if p.suffix.lower() == ".wav")
+    if not paths:
+        raise DataError(f"{recordings}: no WAV recordings to bundle")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as bundle:
+            for path in paths:
+                _parse_clip_name(path)
+                _check_wav_container(path)
+                info = soundfile.info(str(path))
+                if info.subtype != "PCM_16":
+                    raise DataError(f"{path}: only 16-bit PCM recordings are bundled, "
+                                    f"this one is {info.subtype}")
+                samples, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
+                flac = io.BytesIO()
+                soundfile.write(flac, samples, rate, format="FLAC", subtype="PCM_16")
+                member = zipfile.ZipInfo(path.stem + ".flac", date_time=(1980, 1, 1, 0, 0, 0))
+                bundle.writestr(member, flac.getvalue())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, archive)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return archive
+
+
+def _load_bundle(archive: Path, *, target_rate, speakers, expected_sha256: str | None) -> SpokenDigits:
+    """The recordings of a :func:`bundle_fsdd` archive, checked against ``expected_sha256``."""
+    if not archive.is_file():
+        raise DataError(f"{archive}: the bundled FSDD copy is missing from this installation")
+    if expected_sha256 is not None:
+        found = file_sha256(archive)
+        if found != expected_sha256:
+            raise DataError(f"{archive}: the bundled FSDD copy is damaged (sha256 {found}, "
+                            f"expected {expected_sha256}); reinstall neuro-serket")
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{archive}: not a readable zip archive ({error})") from error
+    with bundle:
+        entries = []
+        for name in bundle.namelist():
+            if not name.endswith(".flac"):
+                continue
+            digit, speaker, take = _parse_clip_name(Path(name[: -len(".flac")] + ".wav"))
+            entries.append((digit, speaker, take, name))
+        if not entries:
+            raise DataError(f"{archive}: holds no FLAC recordings")
+
+        def read(name, target_rate):
+            try:
+                samples, rate = soundfile.read(io.BytesIO(bundle.read(name)), dtype="float32",
+                                               always_2d=True)
+            except Exception as error:  # a damaged member: zlib, CRC or libsndfile errors
+                raise DataError(f"{archive}/{name}: cannot read this recording ({error})") from error
+            return _mono_waveform(samples, rate, target_rate, f"{archive}/{name}")
+
+        clips = _clip_fields(entries, speakers=speakers, target_rate=target_rate,
+                             where=str(archive), read=read)
+    clips["paths"] = [f"{archive}/{name}" for name in clips["paths"]]
+    return SpokenDigits(**clips, source=SOURCE_NAMES["bundled"], synthetic=False,
+                        details={"archive": str(archive)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,8 +497,8 @@ def load_fsdd(
 
     Args:
         data_dir: folder holding ``fsdd/recordings``; default :func:`serket.data.data_dir`.
-        source: ``"auto"`` tries ``"shared"``, ``"cache"``, ``"github"`` then ``"synthetic"``;
-            naming one uses only that one.
+        source: ``"auto"`` tries ``"shared"``, ``"cache"``, ``"github"`` then ``"bundled"``
+            (real recordings only); naming one (or ``"synthetic"``) uses only that one.
         target_rate: resample every clip to this rate (Hz); None keeps the files' rate.
         speakers: keep only these speakers (voices, for synthetic sets); None keeps all.
         synthetic_seed: the seed of the synthetic set, when one is made or reused.
@@ -395,18 +509,18 @@ def load_fsdd(
 
     Raises:
         DataError: unknown source, a file that cannot be read or whose name does not parse,
-            unknown speakers, or no way to get speech (e.g. no network and no espeak-ng).
+            unknown speakers, a damaged bundled copy, or no espeak-ng for ``"synthetic"``.
 
     Example::
 
         digits = load_fsdd(verbose=False)
-        len(digits), digits.rate, digits.source     # (3000, 8000, 'FSDD (real)')
+        len(digits), digits.rate, digits.source     # (3000, 8000, 'FSDD (real, data folder)')
         test = digits.subset(digits.test_mask())     # 300 utterances
     """
     if source != "auto" and source not in FSDD_SOURCES:
         raise DataError(
             f"unknown FSDD source {source!r}: use 'auto' or one of {list(FSDD_SOURCES)}")
-    order = FSDD_SOURCES if source == "auto" else (source,)
+    order = FSDD_AUTO if source == "auto" else (source,)
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     cached = cache_dir() / "fsdd" / "recordings"
     failures = []
@@ -420,7 +534,7 @@ def load_fsdd(
                 continue
             _say(verbose, f"FSDD from {recordings}")
             return _load_recordings(recordings, target_rate=target_rate, speakers=speakers,
-                                    source="FSDD (real)")
+                                    source=SOURCE_NAMES[candidate])
         if candidate == "github":
             try:
                 recordings = _download_fsdd(cached, verbose)
@@ -430,15 +544,13 @@ def load_fsdd(
                 continue
             _say(verbose, f"FSDD downloaded and cached in {recordings}")
             return _load_recordings(recordings, target_rate=target_rate, speakers=speakers,
-                                    source="FSDD (real)")
-        # synthetic
+                                    source=SOURCE_NAMES["github"])
+        if candidate == "bundled":
+            _say(verbose, f"FSDD from the bundled copy {BUNDLED_FSDD}")
+            return _load_bundle(BUNDLED_FSDD, target_rate=target_rate, speakers=speakers,
+                                expected_sha256=BUNDLED_FSDD_SHA256)
+        # synthetic, asked for by name
         where = cache_dir() / "fsdd-synthetic" / f"seed{synthetic_seed}"
-        if source == "auto":
-            warnings.warn(
-                "real FSDD recordings are unavailable (" + "; ".join(failures) + "); "
-                f"using SYNTHETIC spoken digits (text-to-speech) from {where}",
-                SyntheticSpeechWarning, stacklevel=2,
-            )
         manifest = where / MANIFEST
         if not _synthetic_set_complete(where):
             _say(verbose, f"synthesizing 3000 spoken digits into {where} (seed {synthetic_seed})")

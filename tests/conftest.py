@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import shutil
+
 import pytest
 import torch
 
@@ -85,3 +87,43 @@ def load_example():
         return module
 
     return load
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "requires_program(name, ...): needs these system programs; skipped, saying which, "
+                   "where one is not installed (CI installs them)")
+
+
+def pytest_runtest_setup(item):
+    for marker in item.iter_markers("requires_program"):
+        missing = [name for name in marker.args if shutil.which(name) is None]
+        if missing:
+            pytest.skip(f"needs the system program(s) {', '.join(missing)}, not installed here "
+                        f"(apt-get install {' '.join(missing)})")
+
+
+@pytest.fixture
+def golden_figures():
+    """Check a benchmark's ``results.json`` against the pinned ``--quick`` figures
+    (tests/golden/quick_figures.json): every configuration and seed it ran, figure for figure."""
+    import json
+    import sys
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parent / "golden"
+    sys.path.insert(0, str(golden))
+    try:
+        from pin_quick_figures import figures
+    finally:
+        sys.path.remove(str(golden))
+    pinned = json.loads((golden / "quick_figures.json").read_text())["figures"]
+
+    def check(benchmark, results_json):
+        measured = figures(json.loads(Path(results_json).read_text()))
+        for config, by_seed in measured.items():
+            for seed, values in by_seed.items():
+                assert values == pinned[benchmark][config][seed], (benchmark, config, seed)
+        return measured
+
+    return check

@@ -141,11 +141,12 @@ def test_joint_training_errors_are_named():
         train(toy, 1, mode="joint", warmup=0, progress=False)
 
 
-def test_multimodal_benchmark_smoke(tmp_path, capsys):
+def test_multimodal_benchmark_smoke(tmp_path, capsys, golden_figures):
     from serket.cli import main
 
     assert main(["bench", "multimodal", "--quick", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    golden_figures("multimodal", tmp_path / "results.json")
     assert lines[0].startswith("data: images MNIST")
     table = "\n".join(lines)
     for row in ("| mvae-alternate |", "| mvae-joint |", "| jmvae-alternate |", "| jmvae-joint |", "speech→image"):

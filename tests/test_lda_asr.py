@@ -48,11 +48,12 @@ def test_speech_sequences_trim_and_normalise_per_speaker():
     assert torch.allclose(frames_b.mean(0), torch.zeros(seq.size), atol=1e-4)
 
 
-def test_lda_asr_benchmark_smoke(tmp_path, capsys):
+def test_lda_asr_benchmark_smoke(tmp_path, capsys, golden_figures):
     from serket.cli import main
 
     assert main(["bench", "lda-asr", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    golden_figures("lda-asr", tmp_path / "results.json")
     assert out.splitlines()[0].startswith("data: ")
     assert "real recordings" in out.splitlines()[0] or "SYNTHETIC" in out.splitlines()[0]
     for name in ("results.json", "results.md", "accuracy_per_round.png", "confusion_linked.png"):

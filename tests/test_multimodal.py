@@ -165,7 +165,7 @@ def test_jmvae_with_a_mixture_trained_jointly_categorises_real_pairs():
     from serket.metrics import clustering_accuracy
     from serket.training import train
 
-    digits = load_speech("fsdd")
+    digits = load_speech("auto")
     speech_all = speech_vectors(speech_sequences(digits.waveforms, digits.rate, digits.speakers))
     x, y = load_mnist_subset(per_class=60, seed=0)
     i, s = pair_by_digit(y, digits.labels, seed=0)

@@ -1,5 +1,6 @@
-"""Spoken digits: WAV files refused with errors that name them, FSDD loading, and the synthetic
-stand-in (which needs espeak-ng installed: these tests fail, not skip, without it)."""
+"""Spoken digits: WAV files refused with errors that name them, FSDD loading (the data folder, the
+cache, the download, the bundled copy), and the synthetic stand-in (its tests need espeak-ng and
+are skipped, saying so, only where it is not installed; CI installs it)."""
 
 import io
 import json
@@ -14,14 +15,17 @@ import soundfile
 import torch
 
 import serket.speech as speech
-from serket.data import data_dir
+from serket.data import data_dir, file_sha256
 from serket.errors import DataError
 from serket.speech import (
-    SyntheticSpeechWarning,
+    BUNDLED_FSDD,
+    FSDD_DIGEST,
+    bundle_fsdd,
     load_fsdd,
     load_synthetic,
     read_wav,
     synthesize_digits,
+    waveform_digest,
 )
 
 
@@ -96,21 +100,70 @@ def test_read_wav_errors_name_the_file(tmp_path):
 # FSDD
 
 
-def test_fsdd_from_the_shared_folder():
-    folder = data_dir()
-    if folder is None or not (folder / "fsdd" / "recordings").is_dir():
-        pytest.skip("the shared FSDD recordings are absent (set SERKET_DATA_DIR to use them)")
-    digits = load_fsdd(source="shared", verbose=False)
-    assert len(digits) == 3000 and digits.rate == 8000
-    assert digits.source == "FSDD (real)" and not digits.synthetic
+FSDD_SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+
+
+def _check_the_fsdd_recordings(digits):
+    assert len(digits) == 3000 and digits.rate == 8000 and not digits.synthetic
     assert torch.bincount(digits.labels).tolist() == [300] * 10
-    assert sorted(set(digits.speakers)) == ["george", "jackson", "lucas", "nicolas", "theo",
-                                            "yweweler"]
+    assert sorted(set(digits.speakers)) == FSDD_SPEAKERS
     assert int(digits.test_mask().sum()) == 300
     keys = list(zip(digits.labels.tolist(), digits.speakers, digits.takes))
     assert keys == sorted(keys)
-    theo = load_fsdd(source="shared", speakers=["theo"], verbose=False)
+    assert waveform_digest(digits) == FSDD_DIGEST  # sample for sample the recordings of 26eb9aa
+
+
+def test_the_bundled_copy_is_the_fsdd_recordings():
+    digits = load_fsdd(source="bundled", verbose=False)
+    assert digits.source == "FSDD (real, bundled copy)"
+    _check_the_fsdd_recordings(digits)
+    assert (BUNDLED_FSDD.parent / "LICENSE").read_text().count("CC BY-SA 4.0") >= 1
+    theo = load_fsdd(source="bundled", speakers=["theo"], verbose=False)
     assert len(theo) == 500 and set(theo.speakers) == {"theo"}
+    wideband = load_fsdd(source="bundled", speakers=["theo"], target_rate=16000, verbose=False)
+    assert wideband.rate == 16000 and abs(len(wideband.waveforms[0]) - 2 * len(theo.waveforms[0])) <= 1
+
+
+def test_fsdd_from_the_data_folder_equals_the_bundled_copy():
+    folder = data_dir()
+    if folder is None or not (folder / "fsdd" / "recordings").is_dir():
+        pytest.skip("no FSDD recordings in $SERKET_DATA_DIR (CI sets it; the bundled copy is tested alone above)")
+    digits = load_fsdd(source="shared", verbose=False)
+    assert digits.source == "FSDD (real, data folder)"
+    _check_the_fsdd_recordings(digits)
+
+
+def test_auto_uses_the_bundled_copy_when_nothing_else_has_fsdd(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERKET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    digits = load_fsdd(data_dir=tmp_path / "nothing", speakers=["lucas"], verbose=False)
+    assert digits.source == "FSDD (real, bundled copy)" and len(digits) == 500
+
+
+def test_a_bundle_round_trips_and_a_damaged_one_is_refused(tmp_path):
+    recordings = _fake_fsdd(tmp_path, ["3_bob_1.wav", "1_amy_0.wav", "1_amy_12.wav"])
+    write_wav(recordings / "2_amy_0.wav", [0.5, -0.25, -1.0, 32767 / 32768])  # the int16 extremes
+    archive = bundle_fsdd(recordings, tmp_path / "bundle" / "recordings.zip")
+    wavs = load_fsdd(data_dir=tmp_path, source="shared", target_rate=None, verbose=False)
+    bundled = speech._load_bundle(archive, target_rate=None, speakers=None,
+                                  expected_sha256=file_sha256(archive))
+    assert waveform_digest(bundled) == waveform_digest(wavs)
+    assert [Path(p).name for p in bundled.paths] == ["1_amy_0.flac", "1_amy_12.flac", "2_amy_0.flac",
+                                                      "3_bob_1.flac"]
+    assert sorted(zipfile.ZipFile(archive).namelist()) == sorted(Path(p).name for p in bundled.paths)
+    with pytest.raises(DataError, match=r"recordings\.zip: the bundled FSDD copy is damaged"):
+        speech._load_bundle(archive, target_rate=None, speakers=None, expected_sha256="0" * 64)
+    with pytest.raises(DataError, match="missing from this installation"):
+        speech._load_bundle(tmp_path / "gone.zip", target_rate=None, speakers=None, expected_sha256=None)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(archive.read_bytes()[:-200])
+    with pytest.raises(DataError, match="broken.zip"):
+        speech._load_bundle(broken, target_rate=None, speakers=None, expected_sha256=None)
+    (recordings / "0_amy_0.wav").write_bytes(b"")  # an empty recording is named, nothing written
+    with pytest.raises(DataError, match="0_amy_0.wav"):
+        bundle_fsdd(recordings, tmp_path / "other.zip")
+    assert not (tmp_path / "other.zip").exists() and not list(tmp_path.glob(".other.zip.*"))
 
 
 def _fake_fsdd(folder: Path, names):
@@ -156,10 +209,11 @@ def test_fsdd_download_is_extracted_safely_and_cached(tmp_path, monkeypatch):
         bundle.writestr("fsdd-master/README.md", "hello")
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(archive.getvalue()))
     digits = load_fsdd(source="github", data_dir=tmp_path / "none", verbose=False)
-    assert len(digits) == 3000 and digits.source == "FSDD (real)"
+    assert len(digits) == 3000 and digits.source == "FSDD (real, downloaded)"
     assert len(list((tmp_path / "cache" / "fsdd" / "recordings").iterdir())) == 3000
     assert not (tmp_path / "evil.wav").exists()
-    assert len(load_fsdd(source="cache", verbose=False)) == 3000
+    cached = load_fsdd(source="cache", verbose=False)
+    assert len(cached) == 3000 and cached.source == "FSDD (real, cache)"
 
 
 def test_fsdd_download_failure_is_a_clear_error(tmp_path, monkeypatch):
@@ -174,7 +228,7 @@ def test_fsdd_download_failure_is_a_clear_error(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------
-# Synthetic spoken digits (espeak-ng must be installed: `apt-get install espeak-ng`)
+# Synthetic spoken digits (they need espeak-ng: `apt-get install espeak-ng`)
 
 
 @pytest.fixture
@@ -183,6 +237,7 @@ def two_espeak_voices(monkeypatch):
     monkeypatch.setattr(speech, "ESPEAK_VOICES", ("en-us+m1", "en-gb+f2"))
 
 
+@pytest.mark.requires_program("espeak-ng")
 def test_synthesis_is_deterministic_and_labelled_synthetic(tmp_path, two_espeak_voices):
     first = synthesize_digits(tmp_path / "a", n_per_digit=7, seed=3)
     second = synthesize_digits(tmp_path / "b", n_per_digit=7, seed=3)
@@ -206,15 +261,13 @@ def test_synthesis_is_deterministic_and_labelled_synthetic(tmp_path, two_espeak_
     assert low.rate == 8000 and set(low.speakers) == {"en-us+m1"}
 
 
-def test_auto_falls_back_to_synthetic_speech_with_a_warning(tmp_path, monkeypatch):
+@pytest.mark.requires_program("espeak-ng")
+def test_synthetic_speech_only_when_asked_for_and_labelled(tmp_path, monkeypatch):
     monkeypatch.setenv("SERKET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(urllib.request, "urlopen",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     real = speech.synthesize_digits
     monkeypatch.setattr(speech, "synthesize_digits", lambda where, **options: real(
         where, n_per_digit=2, seed=options["seed"], engines=("espeak-ng",)))
-    with pytest.warns(SyntheticSpeechWarning, match="SYNTHETIC"):
-        digits = load_fsdd(data_dir=tmp_path / "nothing", verbose=False)
+    digits = load_fsdd(source="synthetic", data_dir=tmp_path / "nothing", verbose=False)
     assert digits.synthetic and digits.source.startswith("synthetic")
     assert len(digits) == 20 and digits.rate == 8000
 

@@ -62,11 +62,12 @@ def test_linked_modalities_beat_each_module_alone():
         assert linked["gmm"]["accuracy"] > 0.95 and linked["lda"]["accuracy"] > 0.95
 
 
-def test_neuro_serket_benchmark_smoke(tmp_path, capsys):
+def test_neuro_serket_benchmark_smoke(tmp_path, capsys, golden_figures):
     from serket.cli import main
 
     assert main(["bench", "neuro-serket", "--quick", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    golden_figures("neuro-serket", tmp_path / "results.json")
     assert lines[0].startswith("data: images MNIST")
     table = "\n".join(lines)
     for row in ("| separate |", "| asr |", "| halves |", "| full |"):
