@@ -30,9 +30,10 @@ import math
 
 import torch
 
-from serket.errors import DataError, MessageError
+from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import NBest, Sequences
 from serket.module import Module, Port
+from serket.validation import check_int, check_real
 
 __all__ = ["Recognizer", "diagonal_gaussian_log_likelihood", "kmeans"]
 
@@ -62,6 +63,11 @@ def kmeans(points, k: int, *, iterations: int = 25, restarts: int = 3, generator
     Seeding and iterations run on a random subset of ``sample`` points (all of them when fewer);
     the result labels every point. Returns (centres (k, D), labels (M,)).
     """
+    k = check_int("k-means", "k", k, minimum=1)
+    iterations = check_int("k-means", "iterations", iterations, minimum=0)
+    restarts = check_int("k-means", "restarts", restarts, minimum=1)
+    sample = check_int("k-means", "sample", sample, minimum=1)
+    chunk = check_int("k-means", "chunk", chunk, minimum=1)
     n = points.shape[0]
     if n < k:
         raise DataError(f"k-means: {n} points cannot make {k} clusters")
@@ -116,24 +122,21 @@ class Recognizer(Module):
                  variance_floor: float = 1e-3, restarts: int = 3, iterations: int = 25,
                  discriminant: int | None = None, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
-        checks = [
-            (int(n_units) >= 2, f"n_units must be at least 2, got {n_units}"),
-            (int(dim) >= 1, f"dim must be positive, got {dim}"),
-            (int(n_best) >= 1, f"n_best must be at least 1, got {n_best}"),
-            (0.0 < relearn_rate <= 1.0, f"relearn_rate must be in (0, 1], got {relearn_rate}"),
-            (0.0 <= shrinkage < 1.0, f"shrinkage must be in [0, 1), got {shrinkage}"),
-            (position_weight >= 0, f"position_weight must be non-negative, got {position_weight}"),
-        ]
-        for ok, text in checks:
-            if not ok:
-                raise ValueError(f"Recognizer {name!r}: {text}")
-        self.n_units, self.dim, self.n_best = int(n_units), int(dim), int(n_best)
-        self.position_weight, self.relearn_rate = float(position_weight), float(relearn_rate)
-        self.shrinkage, self.variance_floor = float(shrinkage), float(variance_floor)
-        self.restarts, self.iterations = int(restarts), int(iterations)
-        if discriminant is not None and not 1 <= int(discriminant) <= self.dim + 1:
-            raise ValueError(f"Recognizer {name!r}: discriminant must be in [1, {self.dim + 1}], got {discriminant}")
-        self.discriminant = None if discriminant is None else int(discriminant)
+        self.n_units = check_int(self, "n_units", n_units, minimum=2)
+        self.dim = check_int(self, "dim", dim, minimum=1)
+        self.n_best = check_int(self, "n_best", n_best, minimum=1)
+        self.position_weight = check_real(self, "position_weight", position_weight, minimum=0)
+        self.relearn_rate = check_real(self, "relearn_rate", relearn_rate, above=0, maximum=1)
+        self.shrinkage = check_real(self, "shrinkage", shrinkage, minimum=0)
+        if not self.shrinkage < 1:
+            raise ConfigError(f"Recognizer {name!r}: shrinkage must be a finite number >= 0 and < 1, "
+                              f"got {self.shrinkage!r}")
+        self.variance_floor = check_real(self, "variance_floor", variance_floor, above=0)
+        self.restarts = check_int(self, "restarts", restarts, minimum=1)
+        self.iterations = check_int(self, "iterations", iterations, minimum=0)
+        # the discriminant space lives in the features plus the relative-position feature
+        self.discriminant = check_int(self, "discriminant", discriminant, minimum=1, maximum=self.dim + 1,
+                                      none=True)
         self.means_ = self.variances_ = self.log_weights_ = self.projection_ = None
         self.nbest_: NBest | None = None
         self.n_relearned_ = 0

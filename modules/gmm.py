@@ -57,9 +57,10 @@ from typing import NamedTuple
 import torch
 
 from serket.clustering import kmeans_pp_labels, kmeans_pp_start
-from serket.errors import DataError, MessageError
+from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import Categorical, Gaussian, Message, Samples
 from serket.module import Module, Port
+from serket.validation import check_choice, check_int, check_real
 
 __all__ = [
     "GMM",
@@ -389,46 +390,60 @@ class GMM(Module):
                  sweeps: int = 50, block_size: int = 256, prior_variance: str = "unit",
                  init: str = "kmeans++", seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
-        if int(n_clusters) < 1 or int(dim) < 1:
-            raise ValueError(f"GMM {name!r}: n_clusters and dim must be positive, got {n_clusters}, {dim}")
-        nu0 = dim + 2 if nu0 is None else nu0
-        checks = [
-            (alpha > 0, f"alpha must be positive, got {alpha}"),
-            (kappa0 > 0, f"kappa0 must be positive, got {kappa0}"),
-            (nu0 > dim - 1, f"nu0 must exceed dim - 1 = {dim - 1}, got {nu0}"),
-            (scale0 is not None or nu0 > dim + 1,
-             f"the default scale0 needs nu0 > dim + 1 = {dim + 1} (got {nu0}); pass scale0"),
-            (int(sweeps) >= 1, f"sweeps must be at least 1, got {sweeps}"),
-            (int(block_size) >= 1, f"block_size must be at least 1, got {block_size}"),
-            (prior_variance in ("unit", "cluster"), f"prior_variance must be 'unit' or 'cluster', got {prior_variance!r}"),
-            (prior_variance == "unit" or nu0 > dim + 1, f"prior_variance='cluster' needs nu0 > dim + 1, got {nu0}"),
-            (init in ("kmeans++", "random"), f"init must be 'kmeans++' or 'random', got {init!r}"),
-        ]
-        for ok, text in checks:
-            if not ok:
-                raise ValueError(f"GMM {name!r}: {text}")
-        self.n_clusters = int(n_clusters)
-        self.dim = int(dim)
-        self.alpha = float(alpha)
-        self.kappa0 = float(kappa0)
-        self.nu0 = float(nu0)
-        self.mean0 = None if mean0 is None else torch.as_tensor(mean0, dtype=_DTYPE).reshape(self.dim)
+        n_clusters = check_int(self, "n_clusters", n_clusters, minimum=1)
+        dim = check_int(self, "dim", dim, minimum=1)
+        alpha = check_real(self, "alpha", alpha, above=0)
+        kappa0 = check_real(self, "kappa0", kappa0, above=0)
+        nu0 = check_real(self, "nu0", dim + 2 if nu0 is None else nu0, above=dim - 1)
+        sweeps = check_int(self, "sweeps", sweeps, minimum=1)
+        block_size = check_int(self, "block_size", block_size, minimum=1)
+        prior_variance = check_choice(self, "prior_variance", prior_variance, ("unit", "cluster"))
+        init = check_choice(self, "init", init, ("kmeans++", "random"))
+        if scale0 is None and not nu0 > dim + 1:
+            raise ConfigError(f"GMM {name!r}: nu0 must be > dim + 1 = {dim + 1} for the default scale0 "
+                              f"(or pass scale0), got {nu0!r}")
+        if prior_variance == "cluster" and not nu0 > dim + 1:
+            raise ConfigError(f"GMM {name!r}: nu0 must be > dim + 1 = {dim + 1} for prior_variance='cluster', "
+                              f"got {nu0!r}")
+        self.n_clusters = n_clusters
+        self.dim = dim
+        self.alpha = alpha
+        self.kappa0 = kappa0
+        self.nu0 = nu0
+        self.mean0 = None if mean0 is None else self._as_mean(mean0)
         self.scale0 = None if scale0 is None else self._as_scale(scale0)
-        self.sweeps = int(sweeps)
-        self.block_size = int(block_size)
+        self.sweeps = sweeps
+        self.block_size = block_size
         self.prior_variance = prior_variance
         self.init = init
         self._clear_learned()
 
+    def _as_setting_tensor(self, setting: str, value, wanted: str) -> torch.Tensor:
+        try:
+            tensor = torch.as_tensor(value, dtype=_DTYPE)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"GMM {self.name!r}: {setting} must be {wanted} of numbers, got {value!r}") from None
+        if not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(f"GMM {self.name!r}: {setting} must be {wanted} of finite numbers, "
+                              f"got {tensor.tolist()!r}")
+        return tensor
+
+    def _as_mean(self, mean0) -> torch.Tensor:
+        mean0 = self._as_setting_tensor("mean0", mean0, f"a ({self.dim},) vector")
+        if mean0.numel() != self.dim:
+            raise ConfigError(f"GMM {self.name!r}: mean0 must be a ({self.dim},) vector for dim={self.dim}, "
+                              f"got shape {tuple(mean0.shape)}")
+        return mean0.reshape(self.dim)
+
     def _as_scale(self, scale0) -> torch.Tensor:
-        scale0 = torch.as_tensor(scale0, dtype=_DTYPE)
+        scale0 = self._as_setting_tensor("scale0", scale0, f"a ({self.dim}, {self.dim}) matrix or a scalar")
         if scale0.ndim == 0:
             scale0 = scale0 * torch.eye(self.dim, dtype=_DTYPE)
         if scale0.shape != (self.dim, self.dim) or not torch.allclose(scale0, scale0.T):
-            raise ValueError(f"GMM {self.name!r}: scale0 must be a symmetric ({self.dim}, {self.dim}) "
-                             f"matrix or a scalar, got shape {tuple(scale0.shape)}")
+            raise ConfigError(f"GMM {self.name!r}: scale0 must be a symmetric ({self.dim}, {self.dim}) "
+                              f"matrix or a scalar, got shape {tuple(scale0.shape)}")
         if torch.linalg.cholesky_ex(scale0).info != 0:
-            raise ValueError(f"GMM {self.name!r}: scale0 must be positive definite")
+            raise ConfigError(f"GMM {self.name!r}: scale0 must be positive definite, got {scale0.tolist()!r}")
         return scale0
 
     def _clear_learned(self) -> None:
@@ -612,9 +627,7 @@ class GMM(Module):
     def sample_assignments(self, n_sweeps: int) -> torch.Tensor:
         """Like :meth:`update` with ``n_sweeps`` sweeps; returns the (n_sweeps, N) assignments
         after each sweep (draws from the chain, for posterior summaries)."""
-        if int(n_sweeps) < 1:
-            raise ValueError(f"GMM {self.name!r}: n_sweeps must be at least 1, got {n_sweeps}")
-        return self._run(int(n_sweeps), trace=True)
+        return self._run(check_int(self, "n_sweeps", n_sweeps, minimum=1), trace=True)
 
     def publish(self) -> dict[str, Message]:
         if self.assignments_ is None:

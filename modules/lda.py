@@ -87,9 +87,10 @@ from typing import NamedTuple
 import torch
 
 from serket.clustering import kmeans_pp_start
-from serket.errors import DataError, MessageError
+from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import Categorical, Counts, Message
 from serket.module import Module, Port
+from serket.validation import check_choice, check_int, check_real
 
 __all__ = [
     "LDA",
@@ -318,7 +319,11 @@ class LDA(Module):
         alpha: the symmetric Dirichlet parameter of each document's topic proportions.
         beta: the symmetric Dirichlet parameter of each topic's word distributions.
         tokens: tokens per document and modality (times its weight) that the counts are scaled
-            to, by largest remainders; ``None``: use the counts as given (whole numbers).
+            to, by largest remainders; ``None``: use the counts as given (whole numbers). The
+            work of a sweep grows with the tokens, so a document may hold at most
+            :attr:`MAX_TOKENS_PER_DOCUMENT` (10,000, a hundred times the published 100) over all
+            its modalities: ``tokens`` times the weights beyond that is a ``ConfigError``, and
+            with ``tokens=None`` a document whose counts add up to more is a ``DataError``.
         weights: per-modality multipliers of ``tokens`` (a sequence, or a dict by port name);
             default 1 each. A weight of 0 ignores a modality's words. With ``tokens=None`` they
             multiply the raw counts (rounded to whole tokens).
@@ -352,46 +357,48 @@ class LDA(Module):
         torch.Size([50, 12])
     """
 
+    #: The most tokens one document may hold, over all its modalities (see ``tokens``).
+    MAX_TOKENS_PER_DOCUMENT = 10_000
+
     def __init__(self, name: str, n_topics: int = 10, vocab_sizes=None, *, alpha: float = 1.0,
                  beta: float = 1.0, tokens: int | None = 100, weights=None, sweeps: int = 100,
                  block_size: int | None = None, chains: int = 1, category_message: str = "proportions",
                  evidence_weight: float = 1.0, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         if vocab_sizes is None:
-            raise ValueError(f"LDA {name!r}: vocab_sizes is required: (V_1, ...) or {{modality: V}}")
+            raise ConfigError(f"LDA {name!r}: vocab_sizes is required: (V_1, ...) or {{modality: V}}")
         if isinstance(vocab_sizes, dict):
             vocab = {str(k): v for k, v in vocab_sizes.items()}
         elif isinstance(vocab_sizes, (tuple, list)):
             vocab = {f"w{i}": v for i, v in enumerate(vocab_sizes)}
         else:
-            raise ValueError(f"LDA {name!r}: vocab_sizes must be a sequence or a dict of modality -> V, "
-                             f"got {type(vocab_sizes).__name__}")
+            raise ConfigError(f"LDA {name!r}: vocab_sizes must be a sequence or a dict of modality -> V, "
+                              f"got {type(vocab_sizes).__name__}")
         if not vocab:
-            raise ValueError(f"LDA {name!r}: needs at least one modality in vocab_sizes")
+            raise ConfigError(f"LDA {name!r}: vocab_sizes must name at least one modality, got {vocab_sizes!r}")
         if "c" in vocab:
-            raise ValueError(f"LDA {name!r}: a modality cannot be named 'c' (the topic port)")
-        for modality, size in vocab.items():
-            if isinstance(size, bool) or int(size) != size or int(size) < 1:
-                raise ValueError(f"LDA {name!r}: modality {modality!r} needs a positive whole vocabulary "
-                                 f"size, got {size}")
+            raise ConfigError(f"LDA {name!r}: a modality cannot be named 'c' (the topic port)")
+        vocab = {m: check_int(self, f"vocab_sizes[{m!r}]", v, minimum=1) for m, v in vocab.items()}
         weights = self._as_weights(name, vocab, weights)
-        checks = [
-            (int(n_topics) == n_topics and int(n_topics) >= 1, f"n_topics must be a positive integer, got {n_topics}"),
-            (math.isfinite(alpha) and alpha > 0, f"alpha must be positive, got {alpha}"),
-            (math.isfinite(beta) and beta > 0, f"beta must be positive, got {beta}"),
-            (tokens is None or (math.isfinite(tokens) and tokens > 0),
-             f"tokens must be positive or None, got {tokens}"),
-            (int(sweeps) >= 1, f"sweeps must be at least 1, got {sweeps}"),
-            (block_size is None or int(block_size) >= 1, f"block_size must be at least 1 or None, got {block_size}"),
-            (int(chains) >= 1, f"chains must be at least 1, got {chains}"),
-            (category_message in ("proportions", "likelihood"),
-             f"category_message must be 'proportions' or 'likelihood', got {category_message!r}"),
-            (math.isfinite(evidence_weight) and evidence_weight > 0,
-             f"evidence_weight must be positive, got {evidence_weight}"),
-        ]
-        for ok, text in checks:
-            if not ok:
-                raise ValueError(f"LDA {name!r}: {text}")
+        n_topics = check_int(self, "n_topics", n_topics, minimum=1)
+        alpha = check_real(self, "alpha", alpha, above=0)
+        beta = check_real(self, "beta", beta, above=0)
+        check_real(self, "tokens", tokens, above=0, maximum=self.MAX_TOKENS_PER_DOCUMENT, none=True)
+        sweeps = check_int(self, "sweeps", sweeps, minimum=1)
+        block_size = check_int(self, "block_size", block_size, minimum=1, none=True)
+        chains = check_int(self, "chains", chains, minimum=1)
+        category_message = check_choice(self, "category_message", category_message, ("proportions", "likelihood"))
+        evidence_weight = check_real(self, "evidence_weight", evidence_weight, above=0)
+        if not any(w > 0 for w in weights.values()):
+            raise ConfigError(f"LDA {name!r}: weights must not all be 0 (no modality would give tokens), "
+                              f"got {weights}")
+        if tokens is not None:
+            # the tokens each document gets, as _token_counts scales them
+            per_document = sum(int(math.floor(tokens * w + 0.5)) for w in weights.values())
+            if not 1 <= per_document <= self.MAX_TOKENS_PER_DOCUMENT:
+                raise ConfigError(f"LDA {name!r}: tokens times the weights must give an integer in [1, "
+                                  f"{self.MAX_TOKENS_PER_DOCUMENT}] tokens per document "
+                                  f"(MAX_TOKENS_PER_DOCUMENT), got {per_document} from tokens={tokens!r}")
         self.n_topics = int(n_topics)
         self.vocab_sizes = {k: int(v) for k, v in vocab.items()}
         self.modalities = tuple(self.vocab_sizes)
@@ -399,36 +406,36 @@ class LDA(Module):
         self.beta = float(beta)
         self.tokens = tokens
         self.weights = weights
-        self.sweeps = int(sweeps)
-        self.block_size = None if block_size is None else int(block_size)
-        self.chains = int(chains)
+        self.sweeps = sweeps
+        self.block_size = block_size
+        self.chains = chains
         self.category_message = category_message
-        self.evidence_weight = float(evidence_weight)
+        self.evidence_weight = evidence_weight
         self.chain_log_joints_: list[float] = []
         self._vocab_total = sum(self.vocab_sizes.values())
         starts = itertools.accumulate(self.vocab_sizes.values(), initial=0)
         self._offsets = dict(zip(self.modalities, starts))  # where each modality's word ids begin
         self._clear_learned()
 
-    @staticmethod
-    def _as_weights(name, vocab, weights) -> dict[str, float]:
+    def _as_weights(self, name, vocab, weights) -> dict[str, float]:
         if weights is None:
             return {m: 1.0 for m in vocab}
         if isinstance(weights, dict):
             unknown = set(weights) - set(vocab)
             if unknown:
-                raise ValueError(f"LDA {name!r}: weights name unknown modalities {sorted(unknown)}; "
-                                 f"the modalities are {list(vocab)}")
-            weights = {m: float(weights.get(m, 1.0)) for m in vocab}
+                raise ConfigError(f"LDA {name!r}: weights name unknown modalities {sorted(unknown)}; "
+                                  f"the modalities are {list(vocab)}")
+            weights = {m: weights.get(m, 1.0) for m in vocab}
         else:
+            if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
+                raise ConfigError(f"LDA {name!r}: weights must be a sequence or a dict of modality -> weight, "
+                                  f"got {weights!r}")
             weights = list(weights)
             if len(weights) != len(vocab):
-                raise ValueError(f"LDA {name!r}: {len(weights)} weights for {len(vocab)} modalities")
-            weights = {m: float(w) for m, w in zip(vocab, weights)}
-        bad = {m: w for m, w in weights.items() if not (math.isfinite(w) and w >= 0)}
-        if bad:
-            raise ValueError(f"LDA {name!r}: modality weights must be finite and non-negative, got {bad}")
-        return weights
+                raise ConfigError(f"LDA {name!r}: weights must hold one weight per modality, got {len(weights)} "
+                                  f"weights for {len(vocab)} modalities")
+            weights = dict(zip(vocab, weights))
+        return {m: check_real(self, f"weights[{m!r}]", w, minimum=0) for m, w in weights.items()}
 
     def _clear_learned(self) -> None:
         self.topics_ = None
@@ -499,6 +506,7 @@ class LDA(Module):
                 raise MessageError(f"LDA {self.name!r}: port {m!r} has {self.inbox[m].n_items} items but "
                                    f"port {present[0]!r} has {n_docs}")
         blocks = []
+        raw_lengths = torch.zeros(n_docs, dtype=torch.float64, device=self.device)
         for m in self.modalities:
             if m not in self.inbox:
                 blocks.append(torch.zeros(n_docs, self.vocab_sizes[m], dtype=torch.long, device=self.device))
@@ -506,9 +514,19 @@ class LDA(Module):
             message = self.inbox[m]
             values = message.counts if message.kind == "counts" else message.probs
             if self.tokens is None:
-                blocks.append(values.to(torch.float64).round().long())
+                raw = values.to(torch.float64).round()
+                raw_lengths += (raw * self.weights[m]).round().sum(1)
+                blocks.append(raw.long())
             else:
                 blocks.append(scale_counts(values, int(math.floor(self.tokens * self.weights[m] + 0.5))))
+        if self.tokens is None and n_docs:
+            # checked before the casts to integers, which would wrap counts beyond 2^63
+            longest = float(raw_lengths.max())
+            if longest > self.MAX_TOKENS_PER_DOCUMENT:
+                doc = int(raw_lengths.argmax())
+                raise DataError(f"LDA {self.name!r}: document {doc} has {longest:.0f} tokens (tokens=None uses "
+                                f"the counts as given), more than MAX_TOKENS_PER_DOCUMENT = "
+                                f"{self.MAX_TOKENS_PER_DOCUMENT}; pass tokens= to scale the counts")
         counts = torch.cat(blocks, 1)
         if self.tokens is None:
             # weights still apply to raw counts: 0 drops a modality, others must keep whole numbers
@@ -620,9 +638,7 @@ class LDA(Module):
     def sample_topics(self, n_sweeps: int) -> torch.Tensor:
         """Like :meth:`update` with ``n_sweeps`` sweeps; returns the (n_sweeps, T) token topics
         after each sweep (draws from the chain, for posterior summaries)."""
-        if int(n_sweeps) < 1:
-            raise ValueError(f"LDA {self.name!r}: n_sweeps must be at least 1, got {n_sweeps}")
-        return self._run(int(n_sweeps), trace=True)
+        return self._run(check_int(self, "n_sweeps", n_sweeps, minimum=1), trace=True)
 
     def token_table(self) -> dict[str, torch.Tensor]:
         """The current tokens as flat (T,) tensors: ``doc``, ``modality`` (index into

@@ -35,6 +35,7 @@ from serket.clustering import kmeans_pp_start
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Gaussian, Message
 from serket.module import Module, Port, Rows
+from serket.validation import check_choice, check_int, check_real
 
 __all__ = ["MixturePrior", "diagonal_mixture_log_density"]
 
@@ -76,15 +77,13 @@ class MixturePrior(Module):
                  restarts: int = 5, min_var: float = 1e-3, lr: float = 1e-3, prior_variance: str = "cluster",
                  seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
-        if int(n_clusters) < 1 or int(dim) < 1:
-            raise ValueError(f"MixturePrior {name!r}: n_clusters and dim must be positive, got {n_clusters}, {dim}")
-        if int(restarts) < 1 or int(em_iterations) < 0 or not min_var > 0:
-            raise ValueError(f"MixturePrior {name!r}: restarts >= 1, em_iterations >= 0 and min_var > 0 needed")
-        if prior_variance not in ("cluster", "unit"):
-            raise ValueError(f"MixturePrior {name!r}: prior_variance must be 'cluster' or 'unit', got {prior_variance!r}")
-        self.n_clusters, self.dim = int(n_clusters), int(dim)
-        self.em_iterations, self.restarts = int(em_iterations), int(restarts)
-        self.min_var, self.lr, self.prior_variance = float(min_var), float(lr), prior_variance
+        self.n_clusters = check_int(self, "n_clusters", n_clusters, minimum=1)
+        self.dim = check_int(self, "dim", dim, minimum=1)
+        self.em_iterations = check_int(self, "em_iterations", em_iterations, minimum=0)
+        self.restarts = check_int(self, "restarts", restarts, minimum=1)
+        self.min_var = check_real(self, "min_var", min_var, above=0)
+        self.lr = check_real(self, "lr", lr, above=0)
+        self.prior_variance = check_choice(self, "prior_variance", prior_variance, ("cluster", "unit"))
         self.means = nn.Parameter(torch.zeros(self.n_clusters, self.dim, device=self.device))
         self.log_var = nn.Parameter(torch.zeros(self.n_clusters, self.dim, device=self.device))
         self.logits = nn.Parameter(torch.zeros(self.n_clusters, device=self.device))
@@ -136,7 +135,11 @@ class MixturePrior(Module):
         centres = x[first]
         for _ in range(1, self.n_clusters):
             d2 = torch.cdist(x, centres).pow(2).min(1).values
-            pick = torch.multinomial(d2 / d2.sum(), 1, generator=self.generator)
+            # D^2 sampling; once every point coincides with a centre (a collapsed latent, fewer
+            # distinct points than components) all distances are 0 and the draw is uniform
+            total = d2.sum()
+            probs = torch.where(total > 0, d2 / total, torch.ones_like(d2))
+            pick = torch.multinomial(probs, 1, generator=self.generator)
             centres = torch.cat([centres, x[pick]])
         for _ in range(10):  # a few Lloyd iterations
             assign = torch.cdist(x, centres).argmin(1)

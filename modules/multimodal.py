@@ -32,16 +32,18 @@ Trained alternately (:meth:`update`: epochs of Adam on the fixed prior message) 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from serket.connections import product_of_gaussians
-from serket.errors import DataError, MessageError
+from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import Gaussian, Samples
 from serket.module import Module, Port, Rows, derive_seed
 from serket.modules.vae import EncoderState, _MLPDecoder, _MLPEncoder, gaussian_kl, gaussian_neg_entropy
+from serket.validation import check_choice, check_int, check_real, check_sizes
 
 __all__ = ["MVAE", "JMVAE"]
 
@@ -59,32 +61,42 @@ class _MultimodalVAE(EncoderState, Module):
         super().__init__(name, seed=seed, device=device)
         kind = type(self).__name__
         if not isinstance(modalities, dict) or not modalities:
-            raise ValueError(f"{kind} {name!r}: modalities must be a non-empty {{name: width}} dict")
-        for m, width in modalities.items():
-            if m in _RESERVED or not str(m).isidentifier():
-                raise ValueError(f"{kind} {name!r}: modality name {m!r} is not allowed (not 'z', 'mask', "
-                                 f"and an identifier)")
-            if int(width) < 1:
-                raise ValueError(f"{kind} {name!r}: modality {m!r} needs a positive width, got {width}")
+            raise ConfigError(f"{kind} {name!r}: modalities must be a non-empty {{name: width}} dict, "
+                              f"got {modalities!r}")
+        for m in modalities:
+            if not isinstance(m, str) or m in _RESERVED or not m.isidentifier():
+                raise ConfigError(f"{kind} {name!r}: modality name {m!r} is not allowed (not 'z', 'mask', "
+                                  f"and an identifier)")
+        widths = {m: check_int(self, f"modalities[{m!r}]", w, minimum=1) for m, w in modalities.items()}
+        for setting, given in (("likelihoods", likelihoods), ("weights", weights)):
+            if given is not None and not isinstance(given, dict):
+                raise ConfigError(f"{kind} {name!r}: {setting} must be a {{modality: value}} dict, got {given!r}")
         likelihoods = {m: "gaussian" for m in modalities} | dict(likelihoods or {})
         weights = {m: 1.0 for m in modalities} | dict(weights or {})
         unknown = (set(likelihoods) | set(weights)) - set(modalities)
         if unknown:
-            raise ValueError(f"{kind} {name!r}: likelihoods/weights name unknown modalities {sorted(unknown)}")
+            raise ConfigError(f"{kind} {name!r}: likelihoods/weights name unknown modalities {sorted(unknown)}; "
+                              f"the modalities are {list(modalities)}")
         for m, lik in likelihoods.items():
-            if lik not in ("bernoulli", "gaussian"):
-                raise ValueError(f"{kind} {name!r}: likelihood of {m!r} must be 'bernoulli' or 'gaussian', got {lik!r}")
-        if send not in ("mean", "sample"):
-            raise ValueError(f"{kind} {name!r}: send must be 'mean' or 'sample', got {send!r}")
-        if int(z_dim) < 1 or int(batch_size) < 1 or int(epochs) < 0 or int(kl_anneal) < 0:
-            raise ValueError(f"{kind} {name!r}: z_dim and batch_size must be positive, epochs and kl_anneal >= 0")
-        self.modalities = {m: int(w) for m, w in modalities.items()}
+            check_choice(self, f"likelihoods[{m!r}]", lik, ("bernoulli", "gaussian"))
+        weights = {m: check_real(self, f"weights[{m!r}]", w, minimum=0) for m, w in weights.items()}
+        send = check_choice(self, "send", send, ("mean", "sample"))
+        z_dim = check_int(self, "z_dim", z_dim, minimum=1)
+        hidden = check_sizes(self, "hidden", (hidden,) if isinstance(hidden, numbers.Integral) else hidden,
+                             allow_empty=True)
+        epochs = check_int(self, "epochs", epochs, minimum=0)
+        first_epochs = check_int(self, "first_epochs", first_epochs, minimum=0, none=True)
+        batch_size = check_int(self, "batch_size", batch_size, minimum=1)
+        lr = check_real(self, "lr", lr, above=0)
+        kl_weight = check_real(self, "kl_weight", kl_weight, minimum=0)
+        kl_anneal = check_int(self, "kl_anneal", kl_anneal, minimum=0)
+        self.modalities = widths
         self.names = list(self.modalities)
-        self.likelihoods, self.weights = likelihoods, {m: float(w) for m, w in weights.items()}
-        self.z_dim, self.hidden = int(z_dim), tuple(int(h) for h in (hidden if isinstance(hidden, (tuple, list)) else (hidden,)))
-        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
-        self.first_epochs = self.epochs if first_epochs is None else int(first_epochs)
-        self.kl_weight, self.kl_anneal, self.send = float(kl_weight), int(kl_anneal), send
+        self.likelihoods, self.weights = likelihoods, weights
+        self.z_dim, self.hidden = z_dim, hidden
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.first_epochs = self.epochs if first_epochs is None else first_epochs
+        self.kl_weight, self.kl_anneal, self.send = kl_weight, kl_anneal, send
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, self.name + "/weights"))
             self.encoders = nn.ModuleDict({m: _MLPEncoder(w, self.hidden, self.z_dim) for m, w in self.modalities.items()})
@@ -385,10 +397,9 @@ class JMVAE(_MultimodalVAE):
     """
 
     def __init__(self, name: str, modalities: dict, *, alpha: float = 1.0, **kwargs):
-        self.alpha = float(alpha)
+        # checked before the networks are built (the joint encoder's hook runs in __init__)
+        self.alpha = check_real(f"JMVAE {name!r}", "alpha", alpha, minimum=0)
         super().__init__(name, modalities, **kwargs)
-        if self.alpha < 0:
-            raise ValueError(f"JMVAE {name!r}: alpha must be non-negative, got {alpha}")
 
     def _build_extra(self):
         self.joint_encoder = _MLPEncoder(sum(self.modalities.values()), self.hidden, self.z_dim)

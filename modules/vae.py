@@ -24,14 +24,16 @@ round refines the last one's latent space and the GMM's clusters keep their mean
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from serket.errors import DataError, MessageError
+from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import Gaussian, Samples
 from serket.module import Module, Port, derive_seed
+from serket.validation import check_choice, check_int, check_real, check_sizes
 
 __all__ = ["VAE", "EncoderState", "gaussian_kl", "gaussian_neg_entropy", "vae_loss_terms"]
 
@@ -152,8 +154,8 @@ class VAE(EncoderState, Module):
         name: node name.
         x_dim: data width (784 for MNIST).
         z_dim: latent width (10 as published).
-        hidden: hidden layer widths of the MLP (``(128,)`` as published); for ``"conv"`` the
-            width of the fully connected layer.
+        hidden: hidden layer widths of the MLP (``(128,)`` as published; ``()``: linear); for
+            ``"conv"`` exactly one width, that of the fully connected layer.
         architecture: ``"mlp"`` or ``"conv"`` (square images of side ``sqrt(x_dim)``, side % 4 == 0).
         likelihood: ``"bernoulli"`` (data in [0, 1]) or ``"gaussian"`` (learned per-dimension variance).
         kl_weight: weight of the KL term (1 = the ELBO).
@@ -176,28 +178,33 @@ class VAE(EncoderState, Module):
                  epochs: int = 200, batch_size: int = 500, lr: float = 1e-3, restart: str = "warm",
                  send: str = "mean", first_epochs: int | None = None, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
-        if architecture not in ("mlp", "conv"):
-            raise ValueError(f"VAE {name!r}: architecture must be 'mlp' or 'conv', got {architecture!r}")
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"VAE {name!r}: likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
-        if restart not in ("warm", "reinit"):
-            raise ValueError(f"VAE {name!r}: restart must be 'warm' or 'reinit', got {restart!r}")
-        if send not in ("mean", "sample"):
-            raise ValueError(f"VAE {name!r}: send must be 'mean' or 'sample', got {send!r}")
+        architecture = check_choice(self, "architecture", architecture, ("mlp", "conv"))
+        likelihood = check_choice(self, "likelihood", likelihood, ("bernoulli", "gaussian"))
+        restart = check_choice(self, "restart", restart, ("warm", "reinit"))
+        send = check_choice(self, "send", send, ("mean", "sample"))
+        x_dim, z_dim = check_int(self, "x_dim", x_dim, minimum=1), check_int(self, "z_dim", z_dim, minimum=1)
+        # a single width is a one-layer MLP; () is a linear encoder and decoder (mlp only)
+        hidden = check_sizes(self, "hidden", (hidden,) if isinstance(hidden, numbers.Integral) else hidden,
+                             allow_empty=True)
         if architecture == "conv":
+            if len(hidden) != 1:
+                raise ConfigError(f"VAE {name!r}: hidden must hold exactly one width for the conv architecture "
+                                  f"(its fully connected layer), got {hidden!r}")
             side = int(round(math.sqrt(x_dim)))
             if side * side != x_dim or side % 4:
-                raise ValueError(f"VAE {name!r}: the conv architecture needs square images with a side "
-                                 f"divisible by 4; x_dim={x_dim} is not")
-        for key, value in (("x_dim", x_dim), ("z_dim", z_dim), ("epochs", epochs), ("batch_size", batch_size)):
-            if int(value) < (0 if key == "epochs" else 1):
-                raise ValueError(f"VAE {name!r}: {key} must be positive, got {value}")
-        self.x_dim, self.z_dim = int(x_dim), int(z_dim)
-        self.hidden = tuple(int(h) for h in (hidden if isinstance(hidden, (tuple, list)) else (hidden,)))
+                raise ConfigError(f"VAE {name!r}: x_dim must be a square with a side divisible by 4 for the "
+                                  f"conv architecture, got {x_dim}")
+        epochs = check_int(self, "epochs", epochs, minimum=0)
+        first_epochs = check_int(self, "first_epochs", first_epochs, minimum=0, none=True)
+        batch_size = check_int(self, "batch_size", batch_size, minimum=1)
+        lr = check_real(self, "lr", lr, above=0)
+        kl_weight = check_real(self, "kl_weight", kl_weight, minimum=0)
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.hidden = hidden
         self.architecture, self.likelihood = architecture, likelihood
-        self.kl_weight, self.epochs, self.batch_size, self.lr = float(kl_weight), int(epochs), int(batch_size), float(lr)
+        self.kl_weight, self.epochs, self.batch_size, self.lr = kl_weight, epochs, batch_size, lr
         self.restart, self.send = restart, send
-        self.first_epochs = self.epochs if first_epochs is None else int(first_epochs)
+        self.first_epochs = self.epochs if first_epochs is None else first_epochs
         self._build()
         self.loss_history_: list[dict[str, float]] = []
         self.latent_: torch.Tensor | None = None

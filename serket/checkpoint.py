@@ -1,7 +1,15 @@
-"""Checkpoints written atomically, and read back with errors that say what is wrong."""
+"""Checkpoints written atomically, checksummed, and read back with errors that say what is wrong.
+
+A checkpoint file is one header line, ``neuro-serket-checkpoint/2 sha256=<hex>``, followed by the
+bytes of ``torch.save(payload)``; the digest covers those bytes, so a flipped bit anywhere is
+found before anything is loaded. The payload is read with ``weights_only=True``: it holds
+tensors, numbers, strings and containers, never code.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import tempfile
@@ -12,23 +20,52 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "folder_problem"]
 
-FORMAT = "neuro-serket-checkpoint/1"
+FORMAT = "neuro-serket-checkpoint/2"
+_MAGIC = b"neuro-serket-checkpoint/"
+_START_FRESH = "delete it, or pass another checkpoint_dir (resume=False) to start fresh"
+
+
+def folder_problem(folder) -> str | None:
+    """Why ``folder`` cannot hold files written there (it is a file, cannot be created or is not
+    writable), or None when it can; the folder is created."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        return f"{str(folder)!r} exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        return f"cannot write to {str(folder)!r} ({error.strerror or error})"
+    return None
+
+
+def _temporary_files(path: Path) -> list[Path]:
+    return list(path.parent.glob(f".{path.name}.*.tmp"))
 
 
 def save_checkpoint(path, payload: dict) -> Path:
     """Write ``payload`` to ``path`` so that a crash never leaves a half-written file there.
 
     The data go to a temporary file in the same folder, are flushed to disk, and replace the
-    old file in one ``os.replace``.
+    old file in one ``os.replace``. Temporary files left by a writer that was killed earlier
+    are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _temporary_files(path):
+        stale.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    body = buffer.getvalue()
+    header = f"{FORMAT} sha256={hashlib.sha256(body).hexdigest()}\n".encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **payload}, fh)
+            fh.write(header)
+            fh.write(body)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -40,16 +77,42 @@ def save_checkpoint(path, payload: dict) -> Path:
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint; a missing, truncated or foreign file raises :class:`CheckpointError`."""
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: naming the file: missing, a folder, empty, not a neuro-serket
+            checkpoint (or one of an older format), damaged (its checksum does not match), or
+            unreadable.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        # weights_only: a checkpoint holds tensors, numbers, strings and containers, never code
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror or error})") from None
+    if not raw:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): {_START_FRESH}")
+    newline = raw.find(b"\n", 0, 200)
+    header = raw[:newline] if newline > 0 else b""
+    if not raw.startswith(_MAGIC) or newline < 0:
+        raise CheckpointError(f"checkpoint {path} is not a neuro-serket checkpoint "
+                              f"(it starts with {raw[:16]!r}): {_START_FRESH}")
+    fields = header.decode("ascii", "replace").split()
+    if fields[0] != FORMAT or len(fields) != 2 or not fields[1].startswith("sha256="):
+        raise CheckpointError(f"checkpoint {path} has format {fields[0]!r}, this version reads "
+                              f"{FORMAT!r}: {_START_FRESH}")
+    body = raw[newline + 1:]
+    if hashlib.sha256(body).hexdigest() != fields[1][len("sha256="):]:
+        raise CheckpointError(f"checkpoint {path} is damaged (its sha256 does not match its "
+                              f"contents: truncated or altered): {_START_FRESH}")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a neuro-serket checkpoint")
     return payload

@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .errors import GraphError, MessageError
-from .messages import Categorical, Counts, Gaussian, Message, NBest, Samples
+from .messages import Categorical, Counts, Gaussian, Message, NBest, Samples, as_float_data
 from .module import Port, resolve_device
 
 __all__ = [
@@ -127,9 +127,8 @@ class Observation(Node):
         if data.ndim < 1 or data.shape[0] == 0:
             raise GraphError(f"observation {name!r} is empty (shape {tuple(data.shape)})")
         data = data.reshape(data.shape[0], -1)
-        if not data.is_floating_point():
-            data = data.float()
-        self.data = Samples(data).to(self._device)  # Samples checks finiteness and names the index
+        self.data = Samples(as_float_data(data, f"observation {name!r}")).to(self._device)
+        # (Samples checks finiteness and names the index)
 
     def ports(self):
         return {"out": Port("out", sends=(self.data.kind,), size=self.data.size, doc="observed data")}
@@ -234,8 +233,8 @@ class TailToTail(Node):
         self.generator.manual_seed(self.seed)
         self.members: list[str] = []  # filled by the graph, one per connected module
         self.bound: dict[str, tuple] = {}  # member -> (module, port), for the joint fit
-        self.permutations: dict[str, torch.Tensor] = {}
-        self.priors: dict[str, Categorical] = {}
+        self.permutations_: dict[str, torch.Tensor] = {}
+        self.priors_: dict[str, Categorical] = {}
         # the responsibilities of the last joint fit, installed in every member (whose labels
         # are the combiner's from then on); None before the first
         self.joint_responsibilities_: torch.Tensor | None = None
@@ -261,7 +260,7 @@ class TailToTail(Node):
 
     def update(self):
         present = [m for m in self.members if m in self.inbox]
-        self.priors = {}
+        self.priors_ = {}
         if not present:
             return  # nothing to combine yet
         reference = self.inbox[present[0]].probs
@@ -280,13 +279,13 @@ class TailToTail(Node):
                 perm = torch.arange(self.n_categories, device=probs.device)
             else:
                 perm = align_permutation(reference, probs)
-            self.permutations[m] = perm
+            self.permutations_[m] = perm
             aligned[m] = probs[:, perm]
         logs = {m: torch.log(p.clamp_min(1e-30)) * self.temperature for m, p in aligned.items()}
         total = sum(logs.values())
         if self.restarts is not None and len(present) == len(self.members):
             logs = self._joint_fit(torch.softmax(total, 1))
-            self.permutations = {m: torch.arange(self.n_categories, device=total.device) for m in present}
+            self.permutations_ = {m: torch.arange(self.n_categories, device=total.device) for m in present}
             total = sum(logs.values())
         uniform = 1.0 / self.n_categories
         # a member that has not reported yet (no labels of its own so far) gets the product of
@@ -298,12 +297,12 @@ class TailToTail(Node):
             product = torch.softmax(self.prior_temperature.get(m, 1.0) * others, dim=1)
             prior_aligned = (1 - self.smoothing) * product + self.smoothing * uniform
             if m not in present:
-                self.priors[m] = Categorical((prior_aligned / prior_aligned.sum(dim=1, keepdim=True)).float())
+                self.priors_[m] = Categorical((prior_aligned / prior_aligned.sum(dim=1, keepdim=True)).float())
                 continue
             # back to the member's own label order: its category perm[j] is reference's j
             prior = torch.empty_like(prior_aligned)
-            prior[:, self.permutations[m]] = prior_aligned
-            self.priors[m] = Categorical((prior / prior.sum(dim=1, keepdim=True)).float())
+            prior[:, self.permutations_[m]] = prior_aligned
+            self.priors_[m] = Categorical((prior / prior.sum(dim=1, keepdim=True)).float())
 
     # --- the joint fit of the shared category ---------------------------------------------------
     def _em(self, r: torch.Tensor):
@@ -355,7 +354,7 @@ class TailToTail(Node):
                 for m, (mod, port) in self.bound.items()}
 
     def publish(self):
-        return dict(self.priors)
+        return dict(self.priors_)
 
     def consensus(self) -> torch.Tensor | None:
         """The product of all aligned posteriors, in the first member's label order."""
@@ -377,8 +376,8 @@ class TailToTail(Node):
 
     def state_dict(self):
         state = super().state_dict()
-        state["priors"] = {k: m.state() for k, m in self.priors.items()}
-        state["permutations"] = {k: v.cpu() for k, v in self.permutations.items()}
+        state["priors"] = {k: m.state() for k, m in self.priors_.items()}
+        state["permutations"] = {k: v.cpu() for k, v in self.permutations_.items()}
         state["generator_device"] = str(self._device)
         state["generator"] = self.generator.get_state()
         state["joint_responsibilities"] = (None if self.joint_responsibilities_ is None
@@ -387,8 +386,8 @@ class TailToTail(Node):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.priors = {k: Message.from_state(v).to(self._device) for k, v in state["priors"].items()}
-        self.permutations = {k: v.to(self._device) for k, v in state["permutations"].items()}
+        self.priors_ = {k: Message.from_state(v).to(self._device) for k, v in state["priors"].items()}
+        self.permutations_ = {k: v.to(self._device) for k, v in state["permutations"].items()}
         if "generator" in state and torch.device(state["generator_device"]).type == self._device.type:
             self.generator.set_state(state["generator"])
         joint = state.get("joint_responsibilities")
@@ -396,8 +395,8 @@ class TailToTail(Node):
 
     def to(self, device):
         super().to(device)
-        self.priors = {k: m.to(self._device) for k, m in self.priors.items()}
-        self.permutations = {k: v.to(self._device) for k, v in self.permutations.items()}
+        self.priors_ = {k: m.to(self._device) for k, m in self.priors_.items()}
+        self.permutations_ = {k: v.to(self._device) for k, v in self.permutations_.items()}
         if self.generator.device.type != self._device.type:
             # a generator cannot move between devices: a fresh one there, from the node's seed
             self.generator = torch.Generator(device=self._device)
@@ -475,8 +474,8 @@ class HeadToHead(Node):
         self.seed = int(seed)
         self.generator = torch.Generator(device=self._device)
         self.generator.manual_seed(self.seed)
-        self.outgoing: dict[str, Message] = {}
-        self.chosen: torch.Tensor | None = None
+        self.outgoing_: dict[str, Message] = {}
+        self.chosen_: torch.Tensor | None = None
 
     def ports(self):
         return {
@@ -487,10 +486,10 @@ class HeadToHead(Node):
         }
 
     def update(self):
-        self.outgoing = {}
+        self.outgoing_ = {}
         prop, weigh = self.inbox.get("proposer"), self.inbox.get("weighter")
         if isinstance(prop, NBest):
-            self.outgoing["weighter"] = self.bag_of_words(prop)
+            self.outgoing_["weighter"] = self.bag_of_words(prop)
         if prop is None or weigh is None:
             return
         if prop.n_items != weigh.n_items:
@@ -509,14 +508,14 @@ class HeadToHead(Node):
             word_logp = torch.gather(logp, 1, hyps.clamp_min(0).flatten(1)).view_as(hyps)
             log_w = (word_logp * valid).sum(dim=2)
             log_w = log_w.masked_fill(~valid.any(dim=2), float("-inf"))
-            self.chosen = sir_resample(prop.log_scores, log_w, self.generator)
+            self.chosen_ = sir_resample(prop.log_scores, log_w, self.generator)
             rows = torch.arange(hyps.shape[0], device=hyps.device)
-            self.outgoing["proposer"] = NBest(
-                hyps[rows, self.chosen].unsqueeze(1), log_w[rows, self.chosen].unsqueeze(1)
+            self.outgoing_["proposer"] = NBest(
+                hyps[rows, self.chosen_].unsqueeze(1), log_w[rows, self.chosen_].unsqueeze(1)
             )
         elif isinstance(prop, Gaussian) and isinstance(weigh, Gaussian):
-            self.outgoing["proposer"] = weigh
-            self.outgoing["weighter"] = prop
+            self.outgoing_["proposer"] = weigh
+            self.outgoing_["weighter"] = prop
         else:
             raise MessageError(
                 f"head-to-head {self.name!r}: cannot combine {prop.kind!r} with {weigh.kind!r} "
@@ -543,7 +542,7 @@ class HeadToHead(Node):
         return Counts(counts)
 
     def publish(self):
-        return dict(self.outgoing)
+        return dict(self.outgoing_)
 
     def to(self, device):
         before = self._device
@@ -553,20 +552,20 @@ class HeadToHead(Node):
             # from the node's seed, so that runs stay reproducible per device
             self.generator = torch.Generator(device=self._device)
             self.generator.manual_seed(self.seed)
-        self.outgoing = {k: m.to(self._device) for k, m in self.outgoing.items()}
-        if self.chosen is not None:
-            self.chosen = self.chosen.to(self._device)
+        self.outgoing_ = {k: m.to(self._device) for k, m in self.outgoing_.items()}
+        if self.chosen_ is not None:
+            self.chosen_ = self.chosen_.to(self._device)
         return self
 
     def state_dict(self):
         state = super().state_dict()
         state["generator_device"] = str(self._device)
         state["generator"] = self.generator.get_state()
-        state["outgoing"] = {k: m.state() for k, m in self.outgoing.items()}
+        state["outgoing"] = {k: m.state() for k, m in self.outgoing_.items()}
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         if torch.device(state.get("generator_device", "cpu")).type == self._device.type:
             self.generator.set_state(state["generator"])
-        self.outgoing = {k: Message.from_state(v).to(self._device) for k, v in state["outgoing"].items()}
+        self.outgoing_ = {k: Message.from_state(v).to(self._device) for k, v in state["outgoing"].items()}

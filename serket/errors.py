@@ -5,6 +5,14 @@ class SerketError(Exception):
     """Base class of every error neuro-serket raises on purpose."""
 
 
+def with_context(error: SerketError, context: str) -> SerketError:
+    """The same kind of error, its message prefixed by ``context`` (the node, the port, the
+    round), keeping what the error carries (e.g. a message error's ``kind``)."""
+    named = type(error)(f"{context}: {error}")
+    named.__dict__.update(error.__dict__)
+    return named
+
+
 class MessageError(SerketError, ValueError):
     """A message that is not what it claims to be (shape, finiteness, normalisation, device)."""
 
@@ -26,3 +34,7 @@ class DataError(SerketError, ValueError):
 
 class CheckpointError(SerketError, RuntimeError):
     """A checkpoint that cannot be read back (truncated, corrupt, or from another graph)."""
+
+
+class ConfigError(SerketError, ValueError):
+    """A setting of the wrong type or out of its range, named with the node that has it."""

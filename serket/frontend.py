@@ -27,7 +27,8 @@ import torch
 import torchaudio
 from torch import nn
 
-from serket.errors import DataError
+from serket.errors import ConfigError, DataError
+from serket.validation import check_choice, check_int, check_real
 
 __all__ = ["FrontEnd", "add_deltas", "normalise_features", "pooled_features", "trim_silence"]
 
@@ -68,6 +69,8 @@ def add_deltas(features: torch.Tensor, lengths: torch.Tensor, *, win_length: int
     Returns:
         (B, F, D * (order + 1)), zero past each item's end.
     """
+    win_length = check_int("add_deltas", "win_length", win_length, minimum=3)
+    order = check_int("add_deltas", "order", order, minimum=0)
     parts = [features]
     current = features
     for _ in range(order):
@@ -158,6 +161,7 @@ def pooled_features(features: torch.Tensor, lengths: torch.Tensor, *, segments: 
                         f"{tuple(features.shape)} and {tuple(lengths.shape)}")
     if bool((lengths < 1).any()):
         raise DataError("pooled_features: every utterance needs at least one frame")
+    segments = check_int("pooled_features", "segments", segments, minimum=0)
     n_frames = features.shape[1]
     frames = torch.arange(n_frames, device=features.device)[None, :]
     lengths = lengths.to(features.device)
@@ -194,16 +198,21 @@ class FrontEnd(nn.Module):
         deltas: append delta and delta-delta coefficients (tripling the dimension).
         win_ms, hop_ms: analysis window and hop (ms); a Hann window over ``n_fft`` points.
         n_fft: FFT size; default the smallest power of two that holds the window.
-        f_min, f_max: the mel filterbank's range (Hz); ``f_max`` default ``sample_rate / 2``.
+        f_min, f_max: the mel filterbank's range (Hz), ``0 <= f_min < f_max <= sample_rate / 2``;
+            ``f_max`` default ``sample_rate // 2``.
         normalise: ``"utterance"`` (cepstral mean and variance normalisation over each
             utterance's frames), ``"speaker"`` (over all frames of the utterance's speaker in
             the batch: pass ``speakers``) or None.
+
+    A setting of the wrong type or out of its range is a :class:`~serket.errors.ConfigError`
+    naming it.
 
     Frames are those of ``torch.stft(center=True)``: an utterance of T samples gives
     ``1 + T // hop`` frames, each utterance reflected at its own ends. Clips shorter than a
     window are padded the same way (reflection, then repetition of their edge samples when
     they are shorter than half a window), so any clip of at least one sample gives at least one
-    frame; an empty clip raises DataError.
+    frame; an empty clip raises DataError, and so does a clip too loud for float32 spectra
+    (samples beyond about 1e17 in magnitude), rather than giving NaN features.
 
     Shapes: ``forward(waveforms)`` with a list of B 1-D tensors, or a padded (B, T) tensor and
     ``lengths`` (B,), returns ``(features (B, F_max, D), frame_lengths (B,) int64)``, features
@@ -220,25 +229,38 @@ class FrontEnd(nn.Module):
                  hop_ms: float = 10.0, n_fft: int | None = None, f_min: float = 20.0,
                  f_max: float | None = None, normalise: str | None = "utterance"):
         super().__init__()
-        if features not in FEATURES:
-            raise DataError(f"unknown features {features!r}: use one of {list(FEATURES)}")
-        if normalise not in NORMALISATIONS:
-            raise DataError(f"unknown normalise {normalise!r}: use one of {list(NORMALISATIONS)}")
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-            raise DataError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
-        self.sample_rate = int(sample_rate)
+        who = "FrontEnd"
+        features = check_choice(who, "features", features, FEATURES)
+        normalise = check_choice(who, "normalise", normalise, NORMALISATIONS)
+        if isinstance(sample_rate, np.integer):
+            sample_rate = int(sample_rate)
+        self.sample_rate = check_int(who, "sample_rate", sample_rate, minimum=1)
         self.features = features
-        self.n_mels = int(n_mels)
-        self.n_mfcc = int(n_mfcc)
+        self.n_mels = check_int(who, "n_mels", n_mels, minimum=1)
+        self.n_mfcc = check_int(who, "n_mfcc", n_mfcc, minimum=1)
+        if not isinstance(deltas, (bool, np.bool_)):
+            raise ConfigError(f"{who}: deltas must be True or False, got {deltas!r}")
         self.deltas = bool(deltas)
+        win_ms = check_real(who, "win_ms", win_ms, above=0)
+        hop_ms = check_real(who, "hop_ms", hop_ms, above=0)
         self.win_length = max(1, round(self.sample_rate * win_ms / 1000))
         self.hop_length = max(1, round(self.sample_rate * hop_ms / 1000))
-        self.n_fft = int(n_fft) if n_fft is not None else 1 << math.ceil(math.log2(self.win_length))
+        n_fft = check_int(who, "n_fft", n_fft, minimum=1, none=True)
+        self.n_fft = n_fft if n_fft is not None else 1 << math.ceil(math.log2(self.win_length))
         if self.n_fft < self.win_length:
-            raise DataError(f"n_fft={self.n_fft} is shorter than the window "
-                            f"({self.win_length} samples)")
+            raise ConfigError(f"{who}: n_fft must be an integer >= the window of {self.win_length} samples "
+                              f"(win_ms={win_ms:g} at {self.sample_rate} Hz), got {self.n_fft}")
         if features == "mfcc" and self.n_mfcc > self.n_mels:
-            raise DataError(f"n_mfcc={self.n_mfcc} cannot exceed n_mels={self.n_mels}")
+            raise ConfigError(f"{who}: n_mfcc must be an integer <= n_mels = {self.n_mels} for features='mfcc', "
+                              f"got {self.n_mfcc}")
+        f_min = check_real(who, "f_min", f_min, minimum=0)
+        if f_max is None:
+            top = self.sample_rate // 2  # torchaudio's default f_max
+            if not f_min < top:
+                raise ConfigError(f"{who}: f_min must be a finite number >= 0 and < f_max = sample_rate // 2 = "
+                                  f"{top}, got {f_min!r}")
+        else:
+            check_real(who, "f_max", f_max, above=f_min, maximum=self.sample_rate / 2)
         self.normalise = normalise
         mel_options = dict(n_fft=self.n_fft, win_length=self.win_length,
                            hop_length=self.hop_length, f_min=float(f_min), f_max=f_max,
@@ -270,9 +292,11 @@ class FrontEnd(nn.Module):
     def _device(self) -> torch.device:
         return next(iter(self.transform.buffers())).device
 
-    def _batch(self, waveforms, lengths) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded (B, T) float waveforms and their lengths (B,), on the front end's device."""
+    def _batch(self, waveforms, lengths, numbers=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded (B, T) float waveforms and their lengths (B,), on the front end's device.
+        ``numbers``: each waveform's position among the caller's, for messages (default 0..B-1)."""
         device = self._device()
+        number = (lambda i: i) if numbers is None else (lambda i: numbers[i])
         if isinstance(waveforms, torch.Tensor) and waveforms.ndim == 2:
             padded = waveforms
             if lengths is None:
@@ -297,10 +321,10 @@ class FrontEnd(nn.Module):
             for i, waveform in enumerate(waveforms):
                 waveform = torch.as_tensor(waveform)
                 if waveform.ndim != 1 or waveform.numel() == 0:
-                    raise DataError(f"waveform {i} must be a non-empty 1-D tensor, got shape "
+                    raise DataError(f"waveform {number(i)} must be a non-empty 1-D tensor, got shape "
                                     f"{tuple(waveform.shape)}")
                 if not waveform.is_floating_point():
-                    raise DataError(f"waveform {i} must hold floats (samples in [-1, 1]), "
+                    raise DataError(f"waveform {number(i)} must hold floats (samples in [-1, 1]), "
                                     f"got {waveform.dtype}")
                 items.append(waveform.to(device=device, dtype=torch.float32))
             lengths = torch.tensor([len(item) for item in items], dtype=torch.int64,
@@ -315,7 +339,7 @@ class FrontEnd(nn.Module):
         finite = torch.isfinite(padded)
         if not bool(finite.all()):
             item = int((~finite).any(1).nonzero()[0])
-            raise DataError(f"waveform {item} has a non-finite sample (NaN or inf)")
+            raise DataError(f"waveform {number(item)} has a non-finite sample (NaN or inf)")
         return padded, lengths
 
     def _framed_input(self, padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -332,16 +356,31 @@ class FrontEnd(nn.Module):
         return padded[:, :longest].gather(1, source) * inside
 
     def raw_features(self, waveforms, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and deltas before normalisation: ``(features (B, F, D), frames (B,))``."""
-        padded, lengths = self._batch(waveforms, lengths)
+        """Features and deltas before normalisation: ``(features (B, F, D), frames (B,))``.
+
+        A waveform whose features are not finite (samples so loud that their power overflows
+        float32, beyond about 1e17) is a DataError naming it, never NaN features."""
+        return self._raw_features(waveforms, lengths)
+
+    def _raw_features(self, waveforms, lengths=None, numbers=None):
+        padded, lengths = self._batch(waveforms, lengths, numbers)
         spectra = self.transform(self._framed_input(padded, lengths))      # (B, C, F)
         if self.features == "logmel":
             spectra = torch.log(spectra + LOG_OFFSET)
         features = spectra.transpose(1, 2)
         frames = self.frame_lengths(lengths)
         if self.deltas:
-            return add_deltas(features, frames), frames
-        return features * _valid_frames(frames, features.shape[1])[:, :, None], frames
+            features = add_deltas(features, frames)
+        else:
+            features = features * _valid_frames(frames, features.shape[1])[:, :, None]
+        finite = torch.isfinite(features).flatten(1).all(1)
+        if not bool(finite.all()):
+            item = int((~finite).nonzero()[0])
+            loudest = float(padded[item, :int(lengths[item])].abs().max())
+            raise DataError(f"waveform {item if numbers is None else numbers[item]} gives non-finite "
+                            f"features (its largest sample magnitude is {loudest:.3g}, too loud for "
+                            f"float32 spectra): scale its samples to [-1, 1]")
+        return features, frames
 
     def forward(self, waveforms, lengths=None, *, speakers=None):
         """Features of a batch: see the class docstring for shapes.
@@ -366,11 +405,12 @@ class FrontEnd(nn.Module):
             raise DataError("lengths go with a padded (B, T) tensor, not with a list")
         if not waveforms:
             raise DataError("no waveforms given")
+        batch_size = check_int("FrontEnd.extract", "batch_size", batch_size, minimum=1)
         order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
         pieces = []
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
-            chunk, chunk_frames = self.raw_features([waveforms[i] for i in chosen])
+            chunk, chunk_frames = self._raw_features([waveforms[i] for i in chosen], numbers=chosen)
             if self.normalise != "speaker":  # per-utterance statistics: normalise while small
                 chunk = normalise_features(chunk, chunk_frames, self.normalise)
             pieces.append((chunk, chunk_frames))

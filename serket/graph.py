@@ -23,9 +23,13 @@ Example::
 
 from __future__ import annotations
 
-import re
+import contextlib
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
 
 import networkx as nx
+import torch
 
 from .connections import (
     DATA,
@@ -37,17 +41,103 @@ from .connections import (
     Observation,
     TailToTail,
 )
-from .errors import GraphError, MessageError, PortError
+from .errors import GraphError, MessageError, PortError, SerketError, with_context
 from .messages import Message
 from .module import Module, resolve_device
+from .validation import check_int
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "Connection"]
 
 
-def _settings(node) -> str:
-    """A node's configuration as printed, without its device (a run may resume elsewhere)."""
-    text = node.extra_repr() if hasattr(node, "extra_repr") else ""
-    return re.sub(r",? ?device=[^,)]*", "", text)
+class Connection(NamedTuple):
+    """One edge of the graph as its readers see it (see :meth:`Graph.connections`).
+
+    ``parent`` -> ``child`` is the generative direction; ``kind`` is one of
+    :data:`~serket.connections.CONNECTION_KINDS`; ``blocked`` names the direction whose messages
+    are never delivered (``"down"``: parent -> child, ``"up"``: child -> parent) or is ``None``.
+    A data link (an observation feeding a module) always has ``blocked="down"``.
+    """
+
+    parent: str
+    parent_port: str
+    child: str
+    child_port: str
+    kind: str
+    blocked: str | None
+
+    @property
+    def two_way(self) -> bool:
+        """Whether messages travel in both directions."""
+        return self.blocked is None
+
+
+_NOT_PLAIN = object()
+# attributes that change as a node learns or runs, not settings
+_RUNNING_STATE = frozenset({"n_updates", "training", "inbox", "generator"})
+
+
+def _plain(value):
+    """``value`` as plain data (numbers, strings, tuples, dicts of them), else ``_NOT_PLAIN``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v) for v in value]
+        return _NOT_PLAIN if any(i is _NOT_PLAIN for i in items) else tuple(items)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in value.items()}
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else dict(sorted(items.items()))
+    return _NOT_PLAIN
+
+
+def _settings(node) -> dict:
+    """A node's settings: its public attributes that hold plain data, without what it learns
+    (names ending in ``_``), its running state and its device (a run may resume elsewhere)."""
+    settings = {}
+    for key, value in vars(node).items():
+        if key.startswith("_") or key.endswith("_") or key in _RUNNING_STATE:
+            continue
+        plain = _plain(value)
+        if plain is not _NOT_PLAIN:
+            settings[key] = plain
+    return dict(sorted(settings.items()))
+
+
+def _data_digest(message: Message) -> str:
+    """sha256 of an observation's data (every tensor of its message, with shapes and dtypes)."""
+    digest = hashlib.sha256()
+    for field, tensor in message._tensors().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{field}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def fingerprint_differences(saved, current) -> list[str]:
+    """What differs between two :meth:`Graph.fingerprint` records, one line each."""
+    if not isinstance(saved, dict):
+        return ["the checkpoint was written by an older version of neuro-serket"]
+    lines = []
+    if saved.get("seed") != current["seed"]:
+        lines.append(f"graph seed: checkpoint {saved.get('seed')!r}, here {current['seed']!r}")
+    old_nodes, new_nodes = saved.get("nodes", {}), current["nodes"]
+    for name in sorted(set(old_nodes) | set(new_nodes)):
+        if name not in new_nodes or name not in old_nodes:
+            lines.append(f"node {name!r}: only {'in the checkpoint' if name in old_nodes else 'here'}")
+            continue
+        old, new = old_nodes[name], new_nodes[name]
+        if old["type"] != new["type"]:
+            lines.append(f"node {name!r}: a {old['type']} in the checkpoint, a {new['type']} here")
+            continue
+        for key in sorted(set(old["settings"]) | set(new["settings"])):
+            a, b = old["settings"].get(key, "(unset)"), new["settings"].get(key, "(unset)")
+            if a != b:
+                lines.append(f"node {name!r} setting {key}: checkpoint {a!r}, here {b!r}")
+        if old.get("data") != new.get("data"):
+            lines.append(f"observation {name!r}: other data (digest {str(old.get('data'))[:12]} in the "
+                         f"checkpoint, {str(new.get('data'))[:12]} here)")
+    if saved.get("edges") != current["edges"]:
+        lines.append(f"connections: checkpoint {saved.get('edges')}, here {current['edges']}")
+    return lines
 
 
 def _split(endpoint: str) -> tuple[str, str]:
@@ -67,8 +157,8 @@ class Graph:
     """
 
     def __init__(self, *, seed: int | None = 0, device="cpu"):
-        self.seed = seed
-        self.device = resolve_device(device)
+        self.seed = check_int("Graph", "seed", seed, minimum=0, none=True)
+        self.device = resolve_device(device, "Graph")
         self.nx = nx.DiGraph()
 
     # --- building ---------------------------------------------------------------------------
@@ -95,6 +185,17 @@ class Graph:
     @property
     def nodes(self) -> dict[str, object]:
         return {n: d["obj"] for n, d in self.nx.nodes(data=True)}
+
+    def roles(self) -> dict[str, str]:
+        """Each node's role, in insertion order: ``"module"``, ``"observation"``,
+        ``"tailtotail"`` (a shared-category combiner) or ``"headtohead"`` (a common child)."""
+        return {n: d["role"] for n, d in self.nx.nodes(data=True)}
+
+    def connections(self) -> list[Connection]:
+        """Every connection, parent -> child, in the order they were made, with its kind, its
+        ports and the direction it blocks (one-way links such as ``feedback=False``)."""
+        return [Connection(p, e["parent_port"], c, e["child_port"], e["kind"], e["blocked"])
+                for p, c, e in self.nx.edges(data=True)]
 
     def _endpoint(self, endpoint: str) -> tuple[str, str]:
         name, port = _split(endpoint)
@@ -159,10 +260,11 @@ class Graph:
         if unknown:
             raise GraphError(f"tail-to-tail {name!r}: prior_temperature names modules it does not connect: "
                              f"{sorted(unknown)}")
-        self.add(combiner)
-        for n, p in resolved:
-            combiner.add_member(n, self.node(n), p)
-            self._add_edge(name, n, n, p, TAIL_TO_TAIL, blocked=None if feedback else "down")
+        with self._all_or_nothing():
+            self.add(combiner)
+            for n, p in resolved:
+                combiner.add_member(n, self.node(n), p)
+                self._add_edge(name, n, n, p, TAIL_TO_TAIL, blocked=None if feedback else "down")
         return combiner
 
     def head_to_head(self, name: str, *, proposer: str, weighter: str, seed: int | None = None,
@@ -176,10 +278,23 @@ class Graph:
         wn, wp = self._endpoint(weighter)
         child = HeadToHead(name, seed=(self.seed or 0) if seed is None else seed,
                            vocab_size=self.node(pn).port(pp).size, bag_weights=bag_weights)
-        self.add(child)
-        self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, blocked=None if feedback else "up")
-        self._add_edge(wn, wp, name, "weighter", HEAD_TO_HEAD, blocked=None)
+        with self._all_or_nothing():
+            self.add(child)
+            self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, blocked=None if feedback else "up")
+            self._add_edge(wn, wp, name, "weighter", HEAD_TO_HEAD, blocked=None)
         return child
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """A connection is added whole or not at all: a call that fails leaves no half-built
+        node or edge behind, so the corrected call can use the same name."""
+        nodes, edges = set(self.nx.nodes), set(self.nx.edges)
+        try:
+            yield
+        except BaseException:
+            self.nx.remove_edges_from([e for e in list(self.nx.edges) if e not in edges])
+            self.nx.remove_nodes_from([n for n in list(self.nx.nodes) if n not in nodes])
+            raise
 
     # --- checking ---------------------------------------------------------------------------
     def validate(self) -> None:
@@ -218,10 +333,23 @@ class Graph:
 
     # --- scheduling -------------------------------------------------------------------------
     def schedule(self) -> list[str]:
-        """Children before parents (data flow upward first); ties broken by insertion order."""
+        """Children before parents (data flow upward first); ties broken by insertion order.
+
+        A head-to-head node is the exception: it joins what its two parents publish, so it
+        runs right after each of them (after the proposer, to pass its hypotheses on; after the
+        weighter, to resample them by its weights), as in ``speech, asr, words, lda, words``.
+        """
         order = {n: i for i, n in enumerate(self.nx.nodes)}
         topo = list(nx.lexicographical_topological_sort(self.nx, key=lambda n: -order[n]))
-        return list(reversed(topo))
+        children_first = list(reversed(topo))
+        joins = [n for n in children_first if isinstance(self.node(n), HeadToHead)]
+        schedule = [n for n in children_first if n not in joins]
+        for join in joins:
+            parents = {parent for parent, _ in self.nx.in_edges(join)}
+            at = [i for i, n in enumerate(schedule) if n in parents]
+            for i in reversed(at):
+                schedule.insert(i + 1, join)
+        return schedule
 
     def check_schedule(self, schedule) -> list[str]:
         schedule = list(schedule)
@@ -235,9 +363,13 @@ class Graph:
 
     # --- running one node -------------------------------------------------------------------
     def step(self, name: str) -> None:
-        """Deliver a node's latest incoming messages, let it learn, and store what it publishes."""
+        """Deliver a node's latest incoming messages, let it learn, and store what it publishes.
+        An error raised on the way names the node (and, for a bad message, the port)."""
         node = self.deliver(name)
-        node.update()
+        try:
+            node.update()
+        except SerketError as error:
+            raise with_context(error, f"node {name!r}, while it learned (update)") from error
         self.store(name)
 
     def deliver(self, name: str):
@@ -253,7 +385,16 @@ class Graph:
 
     def store(self, name: str) -> None:
         """Put what a node publishes on its connections."""
-        outgoing = self.node(name).publish()
+        node = self.node(name)
+        try:
+            outgoing = node.publish()
+        except MessageError as error:
+            kind = getattr(error, "kind", None)
+            ports = [port for port, spec in node.ports().items() if kind in spec.sends]
+            where = f"port {ports[0]!r}" if len(ports) == 1 else f"one of ports {ports}" if ports else "a port"
+            raise with_context(error, f"node {name!r} published a bad message on {where}") from error
+        except SerketError as error:
+            raise with_context(error, f"node {name!r}, while it published") from error
         for _, child, e in self.nx.out_edges(name, data=True):
             if e["parent_port"] in outgoing:
                 e["down"] = outgoing[e["parent_port"]]
@@ -272,11 +413,18 @@ class Graph:
         return {(p, c): {"down": e["down"], "up": e["up"]} for p, c, e in self.nx.edges(data=True)}
 
     # --- state ------------------------------------------------------------------------------
-    def fingerprint(self) -> list:
-        """Node names, types, settings and edges: what a checkpoint must match to be loaded here."""
-        nodes = [(n, type(d["obj"]).__name__, _settings(d["obj"])) for n, d in self.nx.nodes(data=True)]
-        edges = [(p, c, e["kind"], e["parent_port"], e["child_port"]) for p, c, e in self.nx.edges(data=True)]
-        return [sorted(nodes), sorted(edges)]
+    def fingerprint(self) -> dict:
+        """What a checkpoint must match to be loaded here: the graph seed; every node's type and
+        settings (seeds included); a digest of every observation's data; the connections."""
+        nodes = {}
+        for name, d in self.nx.nodes(data=True):
+            node = d["obj"]
+            nodes[name] = {"type": type(node).__name__, "settings": _settings(node)}
+            if isinstance(node, Observation):
+                nodes[name]["data"] = _data_digest(node.data)
+        edges = sorted((p, c, e["kind"], e["parent_port"], e["child_port"], str(e["blocked"]))
+                       for p, c, e in self.nx.edges(data=True))
+        return {"seed": self.seed, "nodes": dict(sorted(nodes.items())), "edges": [list(e) for e in edges]}
 
     def state_dict(self) -> dict:
         return {
@@ -291,10 +439,9 @@ class Graph:
     def load_state_dict(self, state: dict) -> None:
         from .errors import CheckpointError
 
-        if state.get("fingerprint") != self.fingerprint():
-            raise CheckpointError(
-                "the checkpoint was written by a different graph (nodes, ports or connections differ)"
-            )
+        differences = fingerprint_differences(state.get("fingerprint"), self.fingerprint())
+        if differences:
+            raise CheckpointError("the checkpoint was written by a different graph: " + "; ".join(differences))
         for name, node_state in state["nodes"].items():
             self.node(name).load_state_dict(node_state)
         for p, c, e in self.nx.edges(data=True):
@@ -326,45 +473,20 @@ class Graph:
         return "\n".join(lines)
 
     def to_dot(self) -> str:
-        shapes = {"module": "box", "observation": "ellipse", "tailtotail": "diamond", "headtohead": "diamond"}
-        out = ["digraph serket {", "  rankdir=BT;"]
-        for n, d in self.nx.nodes(data=True):
-            label = f"{n}\\n({type(d['obj']).__name__})"
-            out.append(f'  "{n}" [shape={shapes.get(d["role"], "box")}, label="{label}"];')
-        for p, c, e in self.nx.edges(data=True):
-            style = "dashed" if e["blocked"] and e["kind"] != DATA else "solid"
-            out.append(f'  "{p}" -> "{c}" [label="{e["kind"]}\\n{e["parent_port"]}:{e["child_port"]}", style={style}];')
-        out.append("}")
-        return "\n".join(out)
+        """Graphviz text: the same layout, shapes, colours and edge styles as :meth:`draw`."""
+        from .reporting import graph_to_dot
 
-    def draw(self, path) -> None:
-        """Draw the graph to ``path``: ``.dot`` writes Graphviz text, anything else a PNG."""
-        path = str(path)
-        if path.endswith(".dot"):
-            with open(path, "w") as fh:
-                fh.write(self.to_dot() + "\n")
-            return
-        import matplotlib
+        return graph_to_dot(self)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def draw(self, path, *, title: str | None = None) -> Path:
+        """Draw the graph to ``path`` and return the file written.
 
-        # observations at the bottom, parents above their children
-        depth = {}
-        for n in reversed(list(nx.topological_sort(self.nx))):
-            children = list(self.nx.successors(n))
-            depth[n] = 0 if not children else 1 + max(depth[c] for c in children)
-        for n in self.nx.nodes:
-            self.nx.nodes[n]["layer"] = depth[n]
-        pos = nx.multipartite_layout(self.nx, subset_key="layer", align="horizontal")
-        colours = {"module": "#8ecae6", "observation": "#ffb703", "tailtotail": "#fb8500", "headtohead": "#e76f51"}
-        fig, ax = plt.subplots(figsize=(7, 5))
-        nx.draw_networkx(self.nx, pos, ax=ax, node_size=2400, font_size=9,
-                         node_color=[colours.get(d["role"], "#cccccc") for _, d in self.nx.nodes(data=True)],
-                         arrowsize=15)
-        nx.draw_networkx_edge_labels(self.nx, pos, ax=ax, font_size=7,
-                                     edge_labels={(p, c): e["kind"] for p, c, e in self.nx.edges(data=True)})
-        ax.set_axis_off()
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        ``.dot`` writes Graphviz text (:meth:`to_dot`); ``.png`` (or no suffix: ``.png`` is added),
+        ``.svg`` and ``.pdf`` a figure (:func:`serket.reporting.draw_graph`): observations at the
+        bottom, modules above them, combiners on top; each edge labelled with its connection
+        kind; a two-way link solid with arrows both ways, a one-way link dashed with one arrow.
+        A directory or another suffix raises :class:`GraphError`.
+        """
+        from .reporting import draw_graph
+
+        return draw_graph(self, path, title=title)

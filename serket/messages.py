@@ -27,9 +27,10 @@ from typing import ClassVar
 
 import torch
 
-from .errors import MessageError
+from .errors import DataError, MessageError
 
 __all__ = [
+    "as_float_data",
     "Message",
     "Categorical",
     "Samples",
@@ -64,7 +65,11 @@ class Message:
     kind: ClassVar[str] = "message"
 
     def __post_init__(self):
-        self._validate()
+        try:
+            self._validate()
+        except MessageError as error:
+            error.kind = self.kind  # so that whoever sent it can tell which port it was for
+            raise
 
     def _validate(self) -> None:  # overridden by each kind
         pass
@@ -87,6 +92,12 @@ class Message:
 
     def to(self, device) -> "Message":
         return replace(self, **{k: v.to(device) for k, v in self._tensors().items()})
+
+    def astype(self, dtype: torch.dtype) -> "Message":
+        """The message with its floating tensors in ``dtype`` (integer tensors, such as word ids
+        or lengths, stay as they are)."""
+        return replace(self, **{k: v.to(dtype) if v.is_floating_point() else v
+                                for k, v in self._tensors().items()})
 
     def detach(self) -> "Message":
         return replace(self, **{k: v.detach() for k, v in self._tensors().items()})
@@ -238,3 +249,21 @@ class Sequences(Message):
 MESSAGE_KINDS: dict[str, type[Message]] = {
     cls.kind: cls for cls in (Categorical, Samples, Gaussian, Counts, NBest, Sequences)
 }
+
+
+def as_float_data(data: torch.Tensor, owner: str) -> torch.Tensor:
+    """Data at the door: float32 and float64 pass as they are, half precision (float16,
+    bfloat16) becomes float32, booleans become 0/1; integers are refused, since a module that
+    models real values would read 0-255 pixels or category codes as if they were measurements.
+    (A module with parameters then takes its inputs in its parameters' dtype: see
+    :meth:`serket.module.Module.receive`.)"""
+    if data.dtype == torch.bool:
+        return data.to(torch.get_default_dtype())
+    if data.is_complex():
+        raise DataError(f"{owner}: complex data ({data.dtype}) where real values are meant")
+    if not data.is_floating_point():
+        raise DataError(f"{owner}: integer data ({data.dtype}) where real values are meant; convert "
+                        f"it to floats first (images: x.float() / 255; bags of words: pass Counts(x))")
+    if data.dtype in (torch.float16, torch.bfloat16):
+        return data.to(torch.float32)
+    return data

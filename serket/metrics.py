@@ -39,7 +39,10 @@ __all__ = [
 def _as_label_array(values, name: str) -> np.ndarray:
     """A 1-D int64 numpy copy of ``values``; DataError if they are not integer labels."""
     if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
+        values = values.detach().cpu()
+        if values.dtype == torch.bfloat16:  # numpy has no bfloat16
+            values = values.float()
+        values = values.numpy()
     try:
         array = np.asarray(values)
     except Exception as error:  # ragged lists and the like
@@ -51,13 +54,27 @@ def _as_label_array(values, name: str) -> np.ndarray:
     ):
         raise DataError(f"{name} must hold integer labels, got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.floating):
-        # Float labels are accepted only when every value is a whole number (0.0, 1.0, ...).
-        whole = np.isfinite(array) & (array == np.round(array))
+        # Float labels are accepted only when every value is a finite whole number (0.0, 1.0,
+        # ...) that int64 holds: NaN would otherwise become -2**63 and count as a label.
+        finite = np.isfinite(array)
+        if not finite.all():
+            position = int(np.flatnonzero(~finite)[0])
+            raise DataError(f"{name} must hold integer labels, got the non-finite value "
+                            f"{float(array[position])!r} at index {position}")
+        whole = array == np.round(array)
         if not whole.all():
             position = int(np.flatnonzero(~whole)[0])
-            raise DataError(
-                f"{name} must hold integer labels, got {array[position]!r} at index {position}"
-            )
+            raise DataError(f"{name} must hold integer labels, got the non-integer value "
+                            f"{float(array[position])!r} at index {position}")
+        wide = np.abs(array) >= 2.0**63
+        if wide.any():
+            position = int(np.flatnonzero(wide)[0])
+            raise DataError(f"{name} must hold integer labels within int64, got "
+                            f"{float(array[position])!r} at index {position}")
+    elif array.dtype == np.uint64 and len(array) and array.max() > np.iinfo(np.int64).max:
+        position = int(np.argmax(array > np.iinfo(np.int64).max))
+        raise DataError(f"{name} must hold integer labels within int64, got "
+                        f"{int(array[position])} at index {position}")
     return array.astype(np.int64)
 
 

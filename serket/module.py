@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import torch
 
-from .errors import MessageError, PortError
-from .messages import MESSAGE_KINDS, Message
+from .errors import ConfigError, MessageError, PortError
+from .validation import check_int, owner_name
+from .messages import MESSAGE_KINDS, Message, as_float_data
 
 __all__ = ["Port", "Module", "Rows", "resolve_device", "derive_seed"]
 
@@ -74,14 +75,30 @@ class Rows(NamedTuple):
         return Rows(self.values.detach(), self.items, self.weights)
 
 
-def resolve_device(device) -> torch.device:
-    """``"auto"`` picks CUDA when present; anything else is passed to ``torch.device``."""
-    if device is None or device == "auto":
+def resolve_device(device, owner=None) -> torch.device:
+    """``"auto"`` (or None) picks CUDA when present; otherwise ``"cpu"``, ``"cuda"``, ``"cuda:N"``
+    or a ``torch.device`` of those types. Anything else, or CUDA asked for where there is none,
+    is a :class:`~serket.errors.ConfigError` naming ``owner`` (a module, a graph) and the device."""
+    who = f"{owner_name(owner)}: " if owner is not None else ""
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for, but CUDA is not available here")
-    return device
+    wanted = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"{who}device must be {wanted}, got {device!r}")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{who}device must be {wanted}, got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{who}device must be {wanted}, got {device!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{who}device {str(resolved)!r} was asked for, but CUDA is not available here")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(f"{who}device {str(resolved)!r} was asked for, but this machine has "
+                              f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return resolved
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -101,12 +118,12 @@ class Module(torch.nn.Module):
     def __init__(self, name: str, *, seed: int = 0, device="cpu"):
         super().__init__()
         if not isinstance(name, str) or not name:
-            raise ValueError("a module needs a non-empty name")
+            raise ConfigError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
         self.name = name
-        self.seed = int(seed)
+        self.seed = check_int(self, "seed", seed)
         self.inbox: dict[str, Message] = {}
         self.n_updates = 0
-        self._device = resolve_device(device)
+        self._device = resolve_device(device, self)
         self.generator = torch.Generator(device=self._device)
         self.generator.manual_seed(derive_seed(self.seed, name))
 
@@ -146,13 +163,26 @@ class Module(torch.nn.Module):
                 f"match the port's size {spec.size}"
             )
         message = message.to(self._device)
+        dtype = self._parameter_dtype()
+        if dtype is not None:  # data of any float dtype, converted once, to what the weights are
+            message = message.astype(dtype)
         self._check_input(port, message)
         self.inbox[port] = message
 
+    def _parameter_dtype(self) -> torch.dtype | None:
+        """The dtype of the module's floating parameters, or None when it has none."""
+        for parameter in self.parameters():
+            if parameter.is_floating_point():
+                return parameter.dtype
+        return None
+
     def _wrap_tensor(self, port: str, tensor: torch.Tensor) -> Message:
-        tensor = tensor if tensor.is_floating_point() else tensor.float()
         kinds = [k for k in self.port(port).accepts if k in ("samples", "counts", "categorical")]
         kind = kinds[0] if kinds else "samples"
+        owner = f"module {self.name!r} port {port!r}"
+        if kind == "counts" and not (tensor.is_floating_point() or tensor.is_complex()):
+            tensor = tensor.to(torch.get_default_dtype())  # integer counts are what counts are
+        tensor = as_float_data(tensor, owner)
         try:
             return MESSAGE_KINDS[kind](tensor)
         except MessageError as err:

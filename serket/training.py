@@ -27,10 +27,11 @@ from typing import Callable, Iterable
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import folder_problem, load_checkpoint, save_checkpoint
 from .connections import HEAD_TO_TAIL, Observation
-from .errors import CheckpointError, DataError, GraphError
-from .graph import Graph
+from .errors import CheckpointError, ConfigError, DataError, GraphError, SerketError, with_context
+from .graph import Graph, fingerprint_differences
+from .validation import check_int
 from .module import derive_seed
 from .metrics import clustering_report
 from .seeding import rng_state, seed_everything, set_rng_state
@@ -63,14 +64,19 @@ class AlternateTrainer:
                  labels: torch.Tensor | None = None, checkpoint_dir=None, resume: bool = True,
                  callbacks: Iterable[Callable] = (), progress: bool = True, stream=None,
                  prefix: str = ""):
-        if rounds < 0:
-            raise ValueError(f"rounds must be non-negative, got {rounds}")
+        if not isinstance(graph, Graph):
+            raise ConfigError(f"{type(self).__name__}: graph must be a serket Graph, got {type(graph).__name__}")
+        rounds = check_int(type(self).__name__, "rounds", rounds, minimum=0)
         graph.validate()
         self.graph = graph
-        self.rounds = int(rounds)
+        self.rounds = rounds
         self.schedule = graph.check_schedule(schedule if schedule is not None else graph.schedule())
         self.labels = None if labels is None else torch.as_tensor(labels).long().cpu()
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if self.checkpoint_dir is not None:  # found now, not after the first round has run
+            problem = folder_problem(self.checkpoint_dir)
+            if problem:
+                raise CheckpointError(f"checkpoint_dir: {problem}")
         self.resume = resume
         self.callbacks = list(callbacks)
         self.progress = progress
@@ -116,9 +122,10 @@ class AlternateTrainer:
         if not (self.resume and path is not None and path.exists()):
             return False
         payload = load_checkpoint(path)
-        if payload["graph"].get("fingerprint") != self.graph.fingerprint():
-            raise CheckpointError(f"checkpoint {path} was written by a different graph "
-                                  f"(nodes, settings, ports or connections differ); use another checkpoint_dir")
+        differences = fingerprint_differences(payload["graph"].get("fingerprint"), self.graph.fingerprint())
+        if differences:
+            raise CheckpointError(f"checkpoint {path} was written by a different graph: " + "; ".join(differences)
+                                  + "; to start fresh, delete it or use another checkpoint_dir (or resume=False)")
         if payload["schedule"] != self.schedule:
             raise CheckpointError(f"checkpoint {path} was written with schedule {payload['schedule']}, "
                                   f"not {self.schedule}")
@@ -143,7 +150,10 @@ class AlternateTrainer:
         start_round = self.completed
         for r in range(start_round + 1, self.rounds + 1):
             t0 = time.perf_counter()
-            node_seconds = self._run_round(r)
+            try:
+                node_seconds = self._run_round(r)
+            except SerketError as error:  # say which round; the graph has named the node and port
+                raise with_context(error, f"round {r}") from error
             record = {
                 "round": r,
                 "mode": self.round_mode(r),
@@ -193,7 +203,9 @@ def train_alternate(graph: Graph, rounds: int, **kwargs) -> list[dict]:
 class JointTrainer(AlternateTrainer):
     """Joint training of a graph's differentiable modules on one summed objective.
 
-    Args (beyond :class:`AlternateTrainer`'s):
+    Takes the arguments of :class:`AlternateTrainer`, and these:
+
+    Args:
         epochs: passes over the items per round (the non-differentiable modules step once per round).
         batch_size: items per minibatch.
         warmup: the first ``warmup`` rounds are alternate rounds (a pretraining: each module
@@ -209,11 +221,10 @@ class JointTrainer(AlternateTrainer):
 
     def __init__(self, graph: Graph, *, rounds: int, epochs: int = 1, batch_size: int = 500,
                  warmup: int = 0, **kwargs):
+        self.epochs = check_int("JointTrainer", "epochs", epochs, minimum=1)
+        self.batch_size = check_int("JointTrainer", "batch_size", batch_size, minimum=1)
+        self.warmup = check_int("JointTrainer", "warmup", warmup, minimum=0)
         super().__init__(graph, rounds=rounds, **kwargs)
-        if epochs < 1 or batch_size < 1 or warmup < 0:
-            raise ValueError(f"joint training needs epochs >= 1, batch_size >= 1 and warmup >= 0; got "
-                             f"epochs={epochs}, batch_size={batch_size}, warmup={warmup}")
-        self.epochs, self.batch_size, self.warmup = int(epochs), int(batch_size), int(warmup)
         order = {n: i for i, n in enumerate(graph.schedule())}
         self.differentiable = sorted((n for n, m in graph.modules.items() if m.differentiable),
                                      key=order.__getitem__)
@@ -314,7 +325,14 @@ def train(graph: Graph, rounds: int, *, mode: str = "alternate", **kwargs) -> li
     """Train ``graph`` for ``rounds`` rounds, ``mode="alternate"`` or ``"joint"``: the one flag
     that switches a graph between the two (joint-only options: ``epochs``, ``batch_size``, ``warmup``)."""
     if mode == "alternate":
+        joint_only = sorted(set(kwargs) & JOINT_ONLY)
+        if joint_only:
+            raise ConfigError(f"train: {', '.join(joint_only)} only apply to mode='joint' "
+                              f"(alternate rounds train each module with its own settings)")
         return train_alternate(graph, rounds, **kwargs)
     if mode == "joint":
         return train_joint(graph, rounds, **kwargs)
-    raise ValueError(f"mode must be 'alternate' or 'joint', got {mode!r}")
+    raise ConfigError(f"train: mode must be 'alternate' or 'joint', got {mode!r}")
+
+
+JOINT_ONLY = frozenset({"epochs", "batch_size", "warmup"})

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchaudio
 
-from serket.errors import DataError
+from serket.errors import ConfigError, DataError
 from serket.frontend import FrontEnd, add_deltas, normalise_features, pooled_features
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -128,7 +128,7 @@ def test_short_clips_are_padded_and_bad_input_is_refused():
         front([torch.zeros(400, dtype=torch.int16)])
     with pytest.raises(DataError, match="lengths"):
         front(torch.zeros(2, 100), torch.tensor([100, 0]))
-    with pytest.raises(DataError, match="unknown features"):
+    with pytest.raises(ConfigError, match="FrontEnd: features must be one of"):
         FrontEnd(8000, features="plp")
 
 

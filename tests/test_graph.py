@@ -200,7 +200,7 @@ def test_head_to_head_resamples_by_word_probabilities():
     probs = torch.tensor([[0.5, 0.4, 0.1]]).expand(n, 3)
     node.receive("weighter", Categorical(probs))
     node.update()
-    chosen = node.chosen.float().mean().item()
+    chosen = node.chosen_.float().mean().item()
     # weights: 0.5 * 0.4 = 0.2 for the first, 0.1 for the second -> P(second) = 1/3
     assert abs(chosen - 1 / 3) < 3 * (1 / 3 * 2 / 3 / n) ** 0.5 + 1e-3
     out = node.publish()["proposer"]

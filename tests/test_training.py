@@ -64,16 +64,33 @@ def test_history_has_metrics_and_terms(tmp_path):
 def test_corrupt_truncated_and_foreign_checkpoints_are_named(tmp_path):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="checkpoint.pt is corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="checkpoint.pt is not a neuro-serket checkpoint.*start fresh"):
         load_checkpoint(bad)
+    bad.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt is empty \(0 bytes\)"):
+        load_checkpoint(bad)
+    folder = tmp_path / "folder" / "checkpoint.pt"
+    folder.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(folder)
     x, y = _data()
     AlternateTrainer(_graph(x), rounds=1, checkpoint_dir=tmp_path / "ok", progress=False).run()
     good = (tmp_path / "ok" / "checkpoint.pt").read_bytes()
     truncated = tmp_path / "trunc" / "checkpoint.pt"
     truncated.parent.mkdir()
     truncated.write_bytes(good[: len(good) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="checkpoint.pt is damaged"):
         AlternateTrainer(_graph(x), rounds=2, checkpoint_dir=truncated.parent, progress=False).run()
+    for position in (len(good) // 3, len(good) - 40):  # one flipped byte, anywhere past the header
+        flipped = bytearray(good)
+        flipped[position] ^= 0x01
+        truncated.write_bytes(bytes(flipped))
+        with pytest.raises(CheckpointError, match="is damaged .*sha256"):
+            load_checkpoint(truncated)
+    older = tmp_path / "older.pt"
+    torch.save({"format": "neuro-serket-checkpoint/1"}, older)  # what earlier versions wrote
+    with pytest.raises(CheckpointError, match="not a neuro-serket checkpoint"):
+        load_checkpoint(older)
     save_checkpoint(tmp_path / "foreign.pt", {"something": 1})
     payload = load_checkpoint(tmp_path / "foreign.pt")
     assert payload["something"] == 1
@@ -106,12 +123,13 @@ def test_linked_vae_gmm_on_real_mnist_beats_a_floor():
     assert result["final"]["accuracy"] > 0.45
 
 
-def test_benchmark_command_runs_end_to_end(tmp_path, capsys):
+def test_benchmark_command_runs_end_to_end(tmp_path, capsys, golden_figures):
     from serket.cli import main
 
     assert main(["bench", "vae-gmm", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("data: MNIST train")
+    assert golden_figures("vae-gmm", tmp_path / "results.json").keys() == {"separate", "linked"}
     assert "| linked |" in out and "| separate |" in out
     for name in ("results.json", "results.md", "accuracy_per_round.png", "confusion_linked.png",
                  "latent_linked.png", "graph_linked.png"):
@@ -132,5 +150,16 @@ def test_a_checkpoint_is_not_resumed_with_other_module_settings(tmp_path):
     AlternateTrainer(_graph(x), rounds=1, checkpoint_dir=tmp_path, progress=False).run()
     g = _graph(x)
     g.node("gmm").sweeps = 7  # same graph, another setting
-    with pytest.raises(CheckpointError, match="settings"):
+    with pytest.raises(CheckpointError, match="node .gmm. setting sweeps: checkpoint 5, here 7"):
         AlternateTrainer(g, rounds=2, checkpoint_dir=tmp_path, progress=False).run()
+
+
+def test_temporary_files_of_a_killed_writer_are_removed(tmp_path):
+    stale = [tmp_path / ".checkpoint.pt.abc123.tmp", tmp_path / ".checkpoint.pt.zz.tmp"]
+    for path in stale:
+        path.write_bytes(b"")  # what a writer killed before its first byte leaves
+    other = tmp_path / ".results.json.x.tmp"
+    other.write_bytes(b"")
+    save_checkpoint(tmp_path / "checkpoint.pt", {"completed": 1})
+    assert not any(path.exists() for path in stale) and other.exists()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["completed"] == 1
