@@ -277,7 +277,9 @@ class VAE(EncoderState, Module):
 
     def _data_and_prior(self):
         if "x" not in self.inbox:
-            raise DataError(f"VAE {self.name!r}: no data received on port 'x'")
+            raise DataError(f"VAE {self.name!r}: no data received on port 'x' (connect data to it; where it "
+                            f"reads another module's latent, that module publishes after its first round: "
+                            f"train jointly with warmup >= 1)")
         x = self.inbox["x"].values
         prior = self.inbox.get("z")
         if prior is not None and prior.n_items != x.shape[0]:

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .errors import GraphError, MessageError
+from .errors import ConfigError, GraphError, MessageError
 from .messages import Categorical, Counts, Gaussian, Message, NBest, Samples, as_float_data
 from .module import Port, resolve_device
+from .validation import check_choice, check_int, check_real
 
 __all__ = [
     "HEAD_TO_TAIL",
@@ -56,10 +57,10 @@ class Node:
 
     def __init__(self, name: str, device="cpu"):
         if not isinstance(name, str) or not name:
-            raise ValueError("a node needs a non-empty name")
+            raise ConfigError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
         self.name = name
         self.inbox: dict[str, Message] = {}
-        self._device = resolve_device(device)
+        self._device = resolve_device(device, self)
 
     @property
     def device(self):
@@ -212,23 +213,20 @@ class TailToTail(Node):
                  temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
                  restarts: int | None = None, em_iterations: int = 50, seed: int = 0, device="cpu"):
         super().__init__(name, device)
-        if n_categories < 1:
-            raise GraphError(f"combiner {name!r}: n_categories must be positive")
-        if not 0.0 <= smoothing < 1.0:
-            raise GraphError(f"combiner {name!r}: smoothing must be in [0, 1)")
-        if restarts is not None and int(restarts) < 0:
-            raise GraphError(f"combiner {name!r}: restarts must be None or at least 0, got {restarts}")
-        if int(em_iterations) < 1:
-            raise GraphError(f"combiner {name!r}: em_iterations must be at least 1, got {em_iterations}")
-        self.n_categories = int(n_categories)
-        self.smoothing = float(smoothing)
-        self.temperature = float(temperature)
-        self.prior_temperature = {k: float(v) for k, v in (prior_temperature or {}).items()}
-        if any(v <= 0 for v in self.prior_temperature.values()):
-            raise GraphError(f"combiner {name!r}: prior temperatures must be positive")
-        self.restarts = None if restarts is None else int(restarts)
-        self.em_iterations = int(em_iterations)
-        self.seed = int(seed)
+        owner = f"combiner {name!r}"
+        self.n_categories = check_int(owner, "n_categories", n_categories, minimum=1)
+        self.smoothing = check_real(owner, "smoothing", smoothing, minimum=0.0)
+        if not self.smoothing < 1.0:
+            raise ConfigError(f"{owner}: smoothing must be a finite number in [0, 1), got {smoothing!r}")
+        self.temperature = check_real(owner, "temperature", temperature, above=0.0)
+        if prior_temperature is not None and not isinstance(prior_temperature, dict):
+            raise ConfigError(f"{owner}: prior_temperature must be a dict of module name -> exponent, "
+                              f"got {prior_temperature!r}")
+        self.prior_temperature = {k: check_real(owner, f"prior_temperature[{k!r}]", v, above=0.0)
+                                  for k, v in (prior_temperature or {}).items()}
+        self.restarts = check_int(owner, "restarts", restarts, minimum=0, none=True)
+        self.em_iterations = check_int(owner, "em_iterations", em_iterations, minimum=1)
+        self.seed = check_int(owner, "seed", seed, minimum=0)
         self.generator = torch.Generator(device=self._device)
         self.generator.manual_seed(self.seed)
         self.members: list[str] = []  # filled by the graph, one per connected module
@@ -464,14 +462,16 @@ class HeadToHead(Node):
             already estimates the expected counts).
     """
 
+    # (what the proposer sends, what the weighter sends): the pairs this node can join
+    COMBINABLE = frozenset({("nbest", "categorical"), ("gaussian", "gaussian")})
+
     def __init__(self, name: str, *, vocab_size: int | None = None, bag_weights: str = "scores",
                  seed: int = 0, device="cpu"):
         super().__init__(name, device)
-        if bag_weights not in ("scores", "uniform"):
-            raise GraphError(f"head-to-head {name!r}: bag_weights must be 'scores' or 'uniform'")
-        self.vocab_size = vocab_size
-        self.bag_weights = bag_weights
-        self.seed = int(seed)
+        owner = f"head-to-head {name!r}"
+        self.bag_weights = check_choice(owner, "bag_weights", bag_weights, ("scores", "uniform"))
+        self.vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1, none=True)
+        self.seed = check_int(owner, "seed", seed, minimum=0)
         self.generator = torch.Generator(device=self._device)
         self.generator.manual_seed(self.seed)
         self.outgoing_: dict[str, Message] = {}

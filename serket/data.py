@@ -435,7 +435,8 @@ def load_mnist(split: str = "train", *, source: str = "auto", data_dir=None, ver
             else:
                 path = folder / MNIST_FILE if folder is not None else None
             if path is None or not path.is_file():
-                failures.append(f"{candidate}: {path if path else 'no data folder'} not found")
+                failures.append(f"{candidate}: {path} not found" if path else
+                                f"{candidate}: no data folder ($SERKET_DATA_DIR unset)")
                 _say(verbose and source == "auto", failures[-1])
                 continue
             images, labels = _read_npz(path, split)

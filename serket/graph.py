@@ -313,9 +313,24 @@ class Graph:
             )
         for parent, child, e in self.nx.edges(data=True):
             self._validate_edge(parent, child, e)
+        for name, node in self.nodes.items():
+            if isinstance(node, HeadToHead):
+                self._validate_join(name)
         for name, module in self.modules.items():
             if self.nx.degree(name) == 0:
                 raise GraphError(f"module {name!r} is not connected to anything")
+
+    def _validate_join(self, name: str) -> None:
+        """A head-to-head node's parents must send a pair of kinds it can join."""
+        sent = {}
+        for parent, _, e in self.nx.in_edges(name, data=True):
+            sent[e["child_port"]] = (parent, e["parent_port"], set(self.node(parent).port(e["parent_port"]).sends))
+        (pn, pp, proposed), (wn, wp, weighed) = sent["proposer"], sent["weighter"]
+        if not any((a, b) in HeadToHead.COMBINABLE for a in proposed for b in weighed):
+            raise GraphError(
+                f"head-to-head {name!r} cannot join {pn}.{pp} (sends {sorted(proposed)}) with {wn}.{wp} "
+                f"(sends {sorted(weighed)}): it needs nbest + categorical (sampling-importance-"
+                f"resampling) or gaussian + gaussian (a product of experts)")
 
     def _validate_edge(self, parent, child, e):
         pnode, cnode = self.node(parent), self.node(child)

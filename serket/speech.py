@@ -529,7 +529,8 @@ def load_fsdd(
             recordings = cached if candidate == "cache" else (
                 folder / "fsdd" / "recordings" if folder is not None else None)
             if recordings is None or not recordings.is_dir():
-                failures.append(f"{candidate}: {recordings or 'no data folder'} not found")
+                failures.append(f"{candidate}: {recordings} not found" if recordings else
+                                f"{candidate}: no data folder ($SERKET_DATA_DIR unset)")
                 _say(verbose and source == "auto", failures[-1])
                 continue
             _say(verbose, f"FSDD from {recordings}")

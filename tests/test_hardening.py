@@ -245,3 +245,49 @@ def test_graph_and_trainer_settings_are_checked_by_name():
         train(g, 1, mode="joint", batch_size=0, progress=False)
     with pytest.raises(ConfigError, match="mode must be 'alternate' or 'joint', got 'both'"):
         train(g, 1, mode="both")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"temperature": float("nan")}, "combiner 'shared': temperature must be a finite number > 0, got nan"),
+    ({"temperature": 0}, "combiner 'shared': temperature must be a finite number > 0, got 0.0"),
+    ({"smoothing": 1.0}, "combiner 'shared': smoothing must be a finite number in \\[0, 1\\), got 1.0"),
+    ({"restarts": -2}, "combiner 'shared': restarts must be an integer >= 0, got -2"),
+    ({"em_iterations": 0}, "combiner 'shared': em_iterations must be an integer >= 1, got 0"),
+    ({"prior_temperature": {"a": float("inf")}}, "prior_temperature\\['a'\\] must be a finite number > 0"),
+])
+def test_combiner_settings_are_checked_by_name_and_leave_no_node(options, message):
+    from serket.errors import ConfigError
+
+    g = Graph(seed=0)
+    for name in ("a", "b"):
+        g.add(GMM(name, n_clusters=2, dim=2, sweeps=1))
+    with pytest.raises(ConfigError, match=message):
+        g.tail_to_tail("shared", ["a.c", "b.c"], **options)
+    assert "shared" not in g.nodes
+
+
+def test_head_to_head_settings_are_checked_by_name():
+    from serket.connections import HeadToHead
+    from serket.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="head-to-head 'w': bag_weights must be one of \\['scores', 'uniform'\\]"):
+        HeadToHead("w", bag_weights="mean")
+    with pytest.raises(ConfigError, match="head-to-head 'w': seed must be an integer, got 'x'"):
+        HeadToHead("w", seed="x")
+
+
+def test_a_head_to_head_whose_parents_cannot_be_joined_is_refused_before_training():
+    from serket.messages import Counts
+    from serket.modules.lda import LDA
+
+    g = Graph(seed=0)
+    g.add(Observation("d", torch.randn(20, 2)))
+    g.add(Observation("w", Counts(torch.randint(0, 4, (20, 5)).float())))
+    g.add(GMM("gmm", n_clusters=2, dim=2, sweeps=1))
+    g.add(LDA("lda", n_topics=2, vocab_sizes={"w": 2, "o": 5}, sweeps=1, tokens=10))
+    g.observe("d", "gmm.x")
+    g.observe("w", "lda.o")
+    g.head_to_head("h", proposer="gmm.x", weighter="lda.w", feedback=False)
+    with pytest.raises(GraphError, match=r"head-to-head 'h' cannot join gmm.x \(sends \['gaussian'\]\) "
+                                         r"with lda.w \(sends \['categorical'\]\)"):
+        g.validate()
