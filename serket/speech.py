@@ -547,9 +547,16 @@ def load_fsdd(
             return _load_recordings(recordings, target_rate=target_rate, speakers=speakers,
                                     source=SOURCE_NAMES["github"])
         if candidate == "bundled":
+            try:
+                digits = _load_bundle(BUNDLED_FSDD, target_rate=target_rate, speakers=speakers,
+                                      expected_sha256=BUNDLED_FSDD_SHA256)
+            except DataError as error:
+                if source != "auto":
+                    raise
+                failures.append(f"bundled: {error}")
+                continue
             _say(verbose, f"FSDD from the bundled copy {BUNDLED_FSDD}")
-            return _load_bundle(BUNDLED_FSDD, target_rate=target_rate, speakers=speakers,
-                                expected_sha256=BUNDLED_FSDD_SHA256)
+            return digits
         # synthetic, asked for by name
         where = cache_dir() / "fsdd-synthetic" / f"seed{synthetic_seed}"
         manifest = where / MANIFEST

@@ -278,3 +278,16 @@ def test_no_engine_installed_says_what_to_install(tmp_path, monkeypatch):
         synthesize_digits(tmp_path, n_per_digit=1)
     with pytest.raises(DataError, match="unknown text-to-speech"):
         synthesize_digits(tmp_path, n_per_digit=1, engines=("say",))
+
+
+def test_without_any_source_auto_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERKET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(speech, "BUNDLED_FSDD", tmp_path / "gone" / "recordings.zip")
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(DataError) as caught:
+        load_fsdd(data_dir=tmp_path / "nothing", verbose=False)
+    text = str(caught.value)
+    assert text.startswith("FSDD could not be loaded")
+    for where in ("shared: ", "cache: ", "github: ", "offline", "bundled: ", "missing from this installation"):
+        assert where in text, text
