@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from serket.connections import Observation
+from serket.errors import ConfigError, DataError
 from serket.frontend import pooled_features
 from serket.graph import Graph
 from serket.modules.gmm import GMM
@@ -62,7 +63,7 @@ def speech_features(digits, kind: str = "mfcc", *, device="cpu") -> torch.Tensor
     if kind == "mfcc":
         return speech_vectors(speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=device))
     if kind != "logmel":
-        raise ValueError(f"unknown speech features {kind!r}: use 'mfcc' or 'logmel'")
+        raise ConfigError(f"unknown speech features {kind!r}: use 'mfcc' or 'logmel'")
     front = FrontEnd(digits.rate, features="logmel", n_mels=40, deltas=False, normalise=None).to(device)
     frames, lengths = front.extract([w.to(device) for w in digits.waveforms])
     energy = torch.logsumexp(frames, dim=-1, keepdim=True)
@@ -78,11 +79,11 @@ def build_multimodal_gmm(images: torch.Tensor, speech: torch.Tensor, *, model: s
     """The graph: observations ``images`` (N, 784) in [0, 1] and ``speech`` (N, D) -> the
     multimodal VAE (node ``model``) -> the mixture (node ``"gmm"``)."""
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; use one of {list(MODELS)}")
+        raise ConfigError(f"unknown model {model!r}; use one of {list(MODELS)}")
     if prior not in PRIORS:
-        raise ValueError(f"unknown prior {prior!r}; use one of {list(PRIORS)}")
+        raise ConfigError(f"unknown prior {prior!r}; use one of {list(PRIORS)}")
     if images.shape[0] != speech.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {speech.shape[0]} utterances: pairs must align")
+        raise DataError(f"{images.shape[0]} images but {speech.shape[0]} utterances: pairs must align")
     graph = Graph(seed=seed, device=device)
     graph.add(Observation("images", images))
     graph.add(Observation("speech", speech))

@@ -45,6 +45,7 @@ from __future__ import annotations
 import torch
 
 from serket.connections import Observation
+from serket.errors import ConfigError, DataError
 from serket.graph import Graph
 from serket.messages import Sequences
 from serket.modules.asr import Recognizer
@@ -103,16 +104,16 @@ def build_neuro_serket(images: torch.Tensor | None, sequences: Sequences | None,
     configuration's half (the benchmark shares halves between rows so).
     """
     if configuration not in CONFIGURATIONS:
-        raise ValueError(f"unknown configuration {configuration!r}; use one of {list(CONFIGURATIONS)}")
+        raise ConfigError(f"unknown configuration {configuration!r}; use one of {list(CONFIGURATIONS)}")
     if images is None and sequences is None:
-        raise ValueError("build_neuro_serket needs the images, the utterances, or both")
+        raise DataError("build_neuro_serket needs the images, the utterances, or both")
     link_images, link_speech, link_category = CONFIGURATIONS[configuration]
     if (images is None or sequences is None) and link_category:
-        raise ValueError("the fully linked configuration needs both the images and the utterances")
+        raise DataError("the fully linked configuration needs both the images and the utterances")
     if images is not None and sequences is not None and images.shape[0] != sequences.n_items:
-        raise ValueError(f"{images.shape[0]} images but {sequences.n_items} utterances: pairs must align")
+        raise DataError(f"{images.shape[0]} images but {sequences.n_items} utterances: pairs must align")
     if mixture not in ("gibbs", "em"):
-        raise ValueError(f"mixture must be 'gibbs' or 'em', got {mixture!r}")
+        raise ConfigError(f"mixture must be 'gibbs' or 'em', got {mixture!r}")
     graph = Graph(seed=seed, device=device)
     if images is not None:
         graph.add(Observation("images", images))
@@ -151,7 +152,7 @@ def merge_histories(*histories: list[dict]) -> list[dict]:
     """Per-round records of graphs trained side by side, as one: metrics and step times joined,
     seconds added (the cost of training them one after the other)."""
     if len({len(h) for h in histories}) != 1:
-        raise ValueError(f"histories of different lengths cannot be merged: {[len(h) for h in histories]}")
+        raise DataError(f"histories of different lengths cannot be merged: {[len(h) for h in histories]}")
     merged = []
     for records in zip(*histories):
         record = {**records[0], "metrics": {}, "seconds": 0.0, "node_seconds": {}}

@@ -53,7 +53,7 @@ class BenchmarkParser(argparse.ArgumentParser):
     def add_argument(self, *args, **kwargs):
         # every option says what it does, so that --help can show its default beside it
         if not kwargs.get("help") and args and args[0].startswith("--"):
-            raise ValueError(f"option {args[0]} of {self.prog} has no help text")
+            raise ConfigError(f"option {args[0]} of {self.prog} has no help text")
         return super().add_argument(*args, **kwargs)
 
 

@@ -21,6 +21,8 @@ Labels are never part of an observation.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -118,6 +120,7 @@ class Observation(Node):
 
     def __init__(self, name: str, data, device="cpu"):
         super().__init__(name, device)
+        self._digest = None
         if isinstance(data, Message):  # e.g. padded speech frames as a Sequences message
             if data.n_items == 0:
                 raise GraphError(f"observation {name!r} is empty")
@@ -133,6 +136,18 @@ class Observation(Node):
 
     def ports(self):
         return {"out": Port("out", sends=(self.data.kind,), size=self.data.size, doc="observed data")}
+
+    def data_digest(self) -> str:
+        """sha256 of the observed data (every tensor of the message, with shapes and dtypes),
+        computed once: checkpoints record it so that a run resumes only on the same data."""
+        if self._digest is None:
+            digest = hashlib.sha256()
+            for field, tensor in self.data._tensors().items():
+                tensor = tensor.detach().cpu().contiguous()
+                digest.update(f"{field}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            self._digest = digest.hexdigest()
+        return self._digest
 
     def publish(self):
         return {"out": self.data}

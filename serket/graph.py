@@ -24,12 +24,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
 import networkx as nx
-import torch
 
 from .connections import (
     DATA,
@@ -100,16 +98,6 @@ def _settings(node) -> dict:
         if plain is not _NOT_PLAIN:
             settings[key] = plain
     return dict(sorted(settings.items()))
-
-
-def _data_digest(message: Message) -> str:
-    """sha256 of an observation's data (every tensor of its message, with shapes and dtypes)."""
-    digest = hashlib.sha256()
-    for field, tensor in message._tensors().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{field}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def fingerprint_differences(saved, current) -> list[str]:
@@ -436,7 +424,7 @@ class Graph:
             node = d["obj"]
             nodes[name] = {"type": type(node).__name__, "settings": _settings(node)}
             if isinstance(node, Observation):
-                nodes[name]["data"] = _data_digest(node.data)
+                nodes[name]["data"] = node.data_digest()
         edges = sorted((p, c, e["kind"], e["parent_port"], e["child_port"], str(e["blocked"]))
                        for p, c, e in self.nx.edges(data=True))
         return {"seed": self.seed, "nodes": dict(sorted(nodes.items())), "edges": [list(e) for e in edges]}
