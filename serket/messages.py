@@ -96,8 +96,10 @@ class Message:
     def astype(self, dtype: torch.dtype) -> "Message":
         """The message with its floating tensors in ``dtype`` (integer tensors, such as word ids
         or lengths, stay as they are)."""
-        return replace(self, **{k: v.to(dtype) if v.is_floating_point() else v
-                                for k, v in self._tensors().items()})
+        tensors = self._tensors()
+        if all(v.dtype == dtype for v in tensors.values() if v.is_floating_point()):
+            return self
+        return replace(self, **{k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()})
 
     def detach(self) -> "Message":
         return replace(self, **{k: v.detach() for k, v in self._tensors().items()})
