@@ -74,6 +74,25 @@ def toy_modules():
 
 
 @pytest.fixture
+def toy_chain():
+    """``build(feedback=True, n_items=20)``: observation -> NoisyProjection -> Categoriser, the
+    projection's latent tied to the categoriser head-to-tail."""
+    from serket.connections import Observation
+    from serket.graph import Graph
+
+    def build(feedback=True, n_items=20):
+        g = Graph(seed=0)
+        g.add(Observation("obs", torch.randn(n_items, 4)))
+        g.add(NoisyProjection("proj"))
+        g.add(Categoriser("cat"))
+        g.observe("obs", "proj.x")
+        g.head_to_tail(upper="cat.x", lower="proj.z", feedback=feedback)
+        return g
+
+    return build
+
+
+@pytest.fixture
 def load_example():
     """Import a script from examples/ by file name, as a module (examples are not a package)."""
     import importlib.util

@@ -1,25 +1,11 @@
 """Drawing graphs and plotting rounds: what a reader sees, checked through the drawing's data."""
 
-import numpy as np
 import pytest
 import torch
 
-from serket.connections import Observation
 from serket.errors import GraphError
-from serket.graph import Graph
 from serket.messages import Sequences
 from serket.reporting import graph_layout, layout_problems, plot_rounds, rounds_figure
-
-
-def _chain(toy_modules, feedback=True):
-    Proj, Cat = toy_modules
-    g = Graph(seed=0)
-    g.add(Observation("obs", torch.randn(10, 4)))
-    g.add(Proj("proj"))
-    g.add(Cat("cat"))
-    g.observe("obs", "proj.x")
-    g.head_to_tail(upper="cat.x", lower="proj.z", feedback=feedback)
-    return g
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +31,19 @@ def _edge(layout, parent, child):
     return edge
 
 
-def test_graph_lists_its_connections_with_kind_and_blocked_direction(toy_modules):
-    g = _chain(toy_modules, feedback=False)
+def test_graph_lists_its_connections_with_kind_and_blocked_direction(toy_chain):
+    g = toy_chain(feedback=False, n_items=10)
     assert g.roles() == {"obs": "observation", "proj": "module", "cat": "module"}
     data, link = g.connections()
     assert (data.parent, data.child, data.kind, data.blocked) == ("proj", "obs", "data", "down")
     assert (link.parent, link.parent_port, link.child, link.child_port) == ("cat", "x", "proj", "z")
     assert link.kind == "head_to_tail" and link.blocked == "down" and not link.two_way
-    assert _chain(toy_modules).connections()[1].two_way
+    assert toy_chain(n_items=10).connections()[1].two_way
 
 
-def test_a_blocked_link_is_dashed_with_one_arrow_and_a_linked_one_solid_both_ways(toy_modules):
-    one_way = graph_layout(_chain(toy_modules, feedback=False))
-    two_way = graph_layout(_chain(toy_modules, feedback=True))
+def test_a_blocked_link_is_dashed_with_one_arrow_and_a_linked_one_solid_both_ways(toy_chain):
+    one_way = graph_layout(toy_chain(feedback=False, n_items=10))
+    two_way = graph_layout(toy_chain(feedback=True, n_items=10))
     blocked = _edge(one_way, "cat", "proj")
     # the prior (cat -> proj) is switched off: messages reach the upper module only
     assert blocked.linestyle == "dashed" and blocked.one_way and blocked.arrowstyle == "-|>"
@@ -133,8 +119,8 @@ def test_no_edge_crosses_another_or_a_node_in_the_ready_made_architectures(tiny_
             assert e.label.startswith(e.kind.replace("_", "-")), (name, e.label)
 
 
-def test_drawing_to_a_directory_is_refused_by_name_and_suffixes_decide_the_format(toy_modules, tmp_path):
-    g = _chain(toy_modules, feedback=False)
+def test_drawing_to_a_directory_is_refused_by_name_and_suffixes_decide_the_format(toy_chain, tmp_path):
+    g = toy_chain(feedback=False, n_items=10)
     target = tmp_path / "results"
     target.mkdir()
     with pytest.raises(GraphError, match=f"{target}.*is a directory"):
@@ -151,7 +137,7 @@ def test_drawing_to_a_directory_is_refused_by_name_and_suffixes_decide_the_forma
     assert dot == g.to_dot() + "\n"
     assert '"cat" -> "proj"' in dot and "style=dashed" in dot and "dir=back" in dot and "head-to-tail" in dot
     assert '"proj" -> "obs"' in dot and "rankdir=TB" in dot
-    assert "style=dashed" not in _chain(toy_modules, feedback=True).to_dot()
+    assert "style=dashed" not in toy_chain(feedback=True, n_items=10).to_dot()
 
 
 def test_plot_rounds_has_one_panel_per_node_integer_rounds_and_published_stars(tmp_path):

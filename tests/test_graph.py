@@ -16,19 +16,8 @@ from serket.graph import Graph
 from serket.messages import Categorical, Gaussian, NBest
 
 
-def _chain(toy_modules, feedback=True):
-    Proj, Cat = toy_modules
-    g = Graph(seed=0)
-    g.add(Observation("obs", torch.randn(20, 4)))
-    g.add(Proj("proj"))
-    g.add(Cat("cat"))
-    g.observe("obs", "proj.x")
-    g.head_to_tail(upper="cat.x", lower="proj.z", feedback=feedback)
-    return g
-
-
-def test_schedule_runs_children_first_and_messages_flow(toy_modules):
-    g = _chain(toy_modules)
+def test_schedule_runs_children_first_and_messages_flow(toy_chain):
+    g = toy_chain()
     g.validate()
     assert g.schedule() == ["obs", "proj", "cat"]
     for name in g.schedule():
@@ -41,8 +30,8 @@ def test_schedule_runs_children_first_and_messages_flow(toy_modules):
     assert "z" in g.node("proj").inbox
 
 
-def test_no_feedback_keeps_the_prior_away(toy_modules):
-    g = _chain(toy_modules, feedback=False)
+def test_no_feedback_keeps_the_prior_away(toy_chain):
+    g = toy_chain(feedback=False)
     for _ in range(2):
         for name in g.schedule():
             g.step(name)
@@ -99,16 +88,16 @@ def test_observation_rejects_bad_data():
         Observation("obs", torch.tensor([[1.0, float("inf")]]))
 
 
-def test_user_schedule_is_checked(toy_modules):
-    g = _chain(toy_modules)
+def test_user_schedule_is_checked(toy_chain):
+    g = toy_chain()
     with pytest.raises(GraphError, match="unknown nodes \\['vae'\\]"):
         g.check_schedule(["obs", "vae"])
     with pytest.raises(GraphError, match="never updates modules \\['cat'\\]"):
         g.check_schedule(["obs", "proj"])
 
 
-def test_summary_and_drawing(toy_modules, tmp_path):
-    g = _chain(toy_modules)
+def test_summary_and_drawing(toy_chain, tmp_path):
+    g = toy_chain()
     text = g.summary()
     assert "head_to_tail" in text and "schedule: obs, proj, cat" in text
     g.draw(tmp_path / "g.png")
