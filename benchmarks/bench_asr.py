@@ -8,16 +8,15 @@ of a decode, and of a relearn-and-decode pass, each the median of a few repeats.
 """
 
 import argparse
-import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 import torch
 
-from serket.reporting import write_json
-from serket.graphs.lda_asr import load_speech, speech_sequences
+from serket.audio import speech_sequences
+from serket.bench.reporting import write_json
+from serket.datasets import load_speech
 from serket.messages import NBest
 from serket.modules.asr import Recognizer
 

@@ -13,20 +13,18 @@ makes them twice and says whether the two sets are byte-identical).
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 import torch
 
-from serket.frontend import FrontEnd, pooled_features
-from serket.reporting import write_json
-from serket.speech import load_fsdd, load_synthetic, synthesize_digits
+from serket.audio import FrontEnd, pooled_features, synthesize_digits
+from serket.bench.reporting import write_json
+from serket.datasets import load_fsdd, load_synthetic
 
 
 def sync(device):

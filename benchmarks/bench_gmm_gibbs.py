@@ -10,24 +10,27 @@ Neuro-SERKET MNIST experiment's latent space). Three samplers of the same model:
 * per point (textbook): a hand-written loop that takes each point out of its cluster's
   statistics, scores every cluster with the Student-t predictive, draws, and puts it back.
 
+Measured on this problem (the figures the GMM's docstring once carried): at the default 256
+items per block the blocked and the exact sampler reach the same clusterings and log joints
+within their own run-to-run spread (three seeds, 20 sweeps), and a sweep costs 12 batched steps
+instead of 3,000. In float32 the log conditionals of these 3,000 items were off by up to 0.04
+(0.008 once centred on the prior mean), which is why the module works in float64.
+
 Usage::
 
     python benchmarks/bench_gmm_gibbs.py [--device cpu|cuda] [--repeats 5] [--json out.json]
 """
 
-import os
+import argparse
+import statistics
+import time
+import warnings
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
+import torch
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-import torch  # noqa: E402
-
-from serket.reporting import write_json  # noqa: E402
-from serket.modules.gmm import (  # noqa: E402
+from serket.bench.reporting import write_json
+from serket.modules.gmm import (
     GMM,
     ClusterCollapseWarning,
     NormalWishart,

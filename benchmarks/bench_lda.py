@@ -20,25 +20,29 @@ It also reports, for the vectorised sampler at a few block sizes (and seeds), th
 joint and the clustering accuracy after the update: if the parallel approximation mattered, the
 log joint would fall as the blocks grow (it does once a block holds many tokens per document).
 
+Measured with this corpus at 300 documents of 100 tokens (the figures the LDA's docstring once
+carried), read every 50 sweeps from sweep 100 to 400: the log joint of the exact sampler (one
+chain) averaged -90,980 (sd 140), that of the default blocks -90,960 (sd 150; three chains), and
+that of one block of all 30,000 tokens -91,320 (sd 160): blocks of one token per document cost
+nothing measurable there, whole-corpus blocks do. A sweep of 3,000 such documents costs 100
+batched steps instead of 300,000.
+
 Usage::
 
     python benchmarks/bench_lda.py [--device cpu|cuda] [--json out.json]
 """
 
-import os
+import argparse
+import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.optimize import linear_sum_assignment  # noqa: E402
-
-from serket.reporting import write_json  # noqa: E402
-from serket.messages import Counts  # noqa: E402
-from serket.modules.lda import LDA  # noqa: E402
+from serket.bench.reporting import write_json
+from serket.messages import Counts
+from serket.modules.lda import LDA
 
 
 def synthetic_corpus(n_docs, n_tokens, vocab, k, seed=0):

@@ -17,28 +17,26 @@ difference per epoch is compared: the marginal cost of an epoch.
 """
 
 import argparse
-import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from serket.bench.reporting import write_json
 from serket.connections import Observation
 from serket.graph import Graph
 from serket.messages import Gaussian, Samples
 from serket.modules.mixture import MixturePrior, diagonal_mixture_log_density
 from serket.modules.vae import VAE
-from serket.reporting import write_json
 from serket.training import JointTrainer
 
 
 def images(n=3000):
     try:
-        from serket.data import load_mnist_subset
+        from serket.datasets import load_mnist_subset
 
         x, _ = load_mnist_subset(per_class=n // 10, seed=0, verbose=False)
         return x, "MNIST"

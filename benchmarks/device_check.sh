@@ -12,7 +12,7 @@
 # Data: $SERKET_DATA_DIR, default .device/data (a copy of ../shared/data). Logs and results
 # go to $OUT (default /tmp/device_check).
 set -uo pipefail
-export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1  # (serket/__init__.py sets OMP_WAIT_POLICY)
 OUT=${OUT:-/tmp/device_check}
 mkdir -p "$OUT"
 export SERKET_DATA_DIR=${SERKET_DATA_DIR:-$PWD/.device/data}
@@ -41,7 +41,7 @@ grep -qE "[0-9]+ passed" /tmp/tests.log && ! grep -qE "[0-9]+ (failed|error)" /t
 
 for bench in vae-gmm lda-asr neuro-serket multimodal; do
     echo "== serket bench $bench --quick --device cuda" | tee -a "$LOG"
-    if $PY -m serket.cli bench "$bench" --quick --device cuda --no-resume --out "/tmp/smoke_$bench" > /tmp/smoke.log 2>&1; then
+    if $PY -m serket.bench.cli bench "$bench" --quick --device cuda --no-resume --out "/tmp/smoke_$bench" > /tmp/smoke.log 2>&1; then
         tail -4 /tmp/smoke.log | tee -a "$LOG"
     else
         status=1; tail -30 /tmp/smoke.log | tee -a "$LOG"
@@ -51,7 +51,7 @@ done
 if [ "$#" -gt 0 ]; then
     echo "== serket bench multimodal --device cuda --seeds $*" | tee -a "$LOG"
     start=$(date +%s)
-    timeout "${MM_TIMEOUT:-300}" $PY -m serket.cli bench multimodal --device cuda --seeds "$@" --out /tmp/multimodal > "$OUT/multimodal.log" 2>&1 || status=1
+    timeout "${MM_TIMEOUT:-300}" $PY -m serket.bench.cli bench multimodal --device cuda --seeds "$@" --out /tmp/multimodal > "$OUT/multimodal.log" 2>&1 || status=1
     echo "multimodal wall-clock $(( $(date +%s) - start )) s" | tee -a "$LOG"
     cp /tmp/multimodal/results.json /tmp/multimodal/results.md "$OUT/" 2>/dev/null
     cp /tmp/multimodal/speech_to_image_jmvae-alternate.png "$OUT/" 2>/dev/null

@@ -18,10 +18,6 @@ end the counts: graphs tried and finished, exceptions by type (one example each)
 messages and resume mismatches. The exit status is 1 when any graph failed.
 """
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import random
@@ -30,6 +26,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

@@ -11,15 +11,11 @@ the only difference. Then it generates images from speech alone.
 """
 
 import argparse
-import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from serket.data import load_mnist_subset
-from serket.graphs.jmvae_gmm import build_jmvae_gmm
-from serket.graphs.lda_asr import load_speech, speech_sequences
-from serket.graphs.multimodal import speech_vectors
-from serket.graphs.neuro_serket import pair_by_digit
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
+from serket.audio import speech_sequences, speech_vectors
+from serket.datasets import load_mnist_subset, load_speech, pair_by_digit
+from serket.graphs.multimodal import build_jmvae_gmm
 from serket.metrics import clustering_accuracy
 from serket.training import train
 

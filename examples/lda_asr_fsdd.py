@@ -13,13 +13,13 @@ utterance, and the recogniser relearns from them), each printing the LDA's accur
 """
 
 import argparse
-import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 import torch
 
-from serket.graphs.lda_asr import load_speech, run_lda_asr, speech_sequences
+from serket.audio import speech_sequences
+from serket.datasets import load_speech
+from serket.graphs.lda_asr import run_lda_asr
 
 
 def main(argv=None):

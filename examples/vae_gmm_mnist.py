@@ -10,12 +10,10 @@ it alternately with per-round accuracy, and compare with the same modules unlink
 """
 
 import argparse
-import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 from serket.connections import Observation
-from serket.data import load_mnist_subset
+from serket.datasets import load_mnist_subset
 from serket.graph import Graph
 from serket.modules.gmm import GMM
 from serket.modules.vae import VAE

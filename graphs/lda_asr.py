@@ -21,34 +21,20 @@ from pathlib import Path
 import torch
 
 from serket.connections import Observation
-from serket.frontend import FrontEnd, normalise_features, trim_silence
 from serket.graph import Graph
 from serket.messages import Sequences
 from serket.modules.asr import Recognizer
 from serket.modules.lda import LDA
 from serket.training import AlternateTrainer
 
-__all__ = ["speech_sequences", "build_lda_asr", "run_lda_asr", "SCHEDULE"]
+__all__ = ["build_lda_asr", "run_lda_asr", "SCHEDULE"]
 
 SCHEDULE = ["speech", "asr", "words", "lda", "words"]
 
 
-def speech_sequences(waveforms, sample_rate: int, speakers, *, n_mfcc: int = 13, trim: float = 0.5,
-                     device="cpu") -> Sequences:
-    """Utterances to padded MFCC + delta frames, silence trimmed, normalised per speaker.
-
-    Speaker identities are used for normalisation only (which voice spoke, never what was said).
-    """
-    front = FrontEnd(sample_rate, n_mfcc=n_mfcc, deltas=True, normalise=None).to(device)
-    features, lengths = front.extract([w.to(device) for w in waveforms])
-    features, lengths = trim_silence(features, lengths, channel=0, threshold=trim)
-    features = normalise_features(features, lengths, "speaker", list(speakers))
-    return Sequences(features, lengths)
-
-
 def build_lda_asr(sequences: Sequences, *, linked: bool = True, n_topics: int = 10, n_units: int = 64,
                   seed: int = 0, device="cpu", asr: dict | None = None, lda: dict | None = None) -> Graph:
-    """The LDA+ASR graph over ``sequences`` (see :func:`speech_sequences`)."""
+    """The LDA+ASR graph over ``sequences`` (see :func:`serket.audio.features.speech_sequences`)."""
     graph = Graph(seed=seed, device=device)
     graph.add(Observation("speech", sequences))
     graph.add(Recognizer("asr", n_units=n_units, dim=sequences.size, seed=seed, **(asr or {})))
@@ -76,7 +62,8 @@ PUBLISHED = {"separate": 27.5, "linked": 92.7}  # Taniguchi et al. (2020), LDA a
 
 
 def bench_parser():
-    from serket.benchmarking import benchmark_parser, nonnegative_int, positive_float, positive_int
+    from serket.bench.runner import benchmark_parser, nonnegative_int, positive_float, positive_int
+    from serket.datasets.spoken_digits import add_speech_option
 
     p = benchmark_parser("serket bench lda-asr", "LDA+ASR on spoken digits: recogniser alone vs linked, several seeds.",
                          rounds=10, out="results/lda_asr")
@@ -93,33 +80,16 @@ def bench_parser():
     return p
 
 
-def add_speech_option(parser) -> None:
-    """The ``--speech`` option of the benchmarks that use spoken digits."""
-    parser.add_argument("--speech", default="auto", choices=list(SPEECH_SOURCES),
-                        help="auto: real FSDD recordings from the data folder, the cache, the public "
-                             "repository or the copy bundled with the package, the first found; fsdd: "
-                             "the data folder only; bundled: the bundled copy only; synthetic: digits "
-                             "spoken by espeak-ng (labelled SYNTHETIC)")
-
-
-# --speech: which of serket.speech.load_fsdd's sources
-SPEECH_SOURCES = {"auto": "auto", "fsdd": "shared", "bundled": "bundled", "synthetic": "synthetic"}
-
-
-def load_speech(kind: str, *, data_dir=None, verbose: bool = False):
-    """Spoken digits by the name ``--speech`` gives them (see :data:`SPEECH_SOURCES`)."""
-    from serket.speech import load_fsdd
-
-    return load_fsdd(data_dir=data_dir, source=SPEECH_SOURCES[kind], verbose=verbose)
-
-
 PRESETS = {"quick": {"rounds": 2, "sweeps": 10, "units": 16, "n_best": 5, "seeds": lambda args: args.seeds[:1]}}
 
 
 def bench_main(argv=None) -> dict:
-    from serket.benchmarking import parse_benchmark_args, run_benchmark
+    from serket.audio.features import speech_sequences
+    from serket.bench.drawing import draw_graph
+    from serket.bench.reporting import plot_confusion
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.spoken_digits import load_speech
     from serket.metrics import confusion_matrix
-    from serket.reporting import plot_confusion
 
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
@@ -155,7 +125,7 @@ def bench_main(argv=None) -> dict:
         plot_confusion(confusion_matrix(digits.labels, graph.node("lda").predict().cpu()),
                        out / f"confusion_{config}.png", title=f"{config}: LDA topics vs spoken digits (seed {seed})",
                        ylabel="true digit", xlabel="LDA topic, named by its matched digit")
-        graph.draw(out / f"graph_{config}.png", title=f"LDA+ASR, configuration '{config}': " + (
+        draw_graph(graph, out / f"graph_{config}.png", title=f"LDA+ASR, configuration '{config}': " + (
             "the recogniser relearns from the resampled words" if config == "linked"
             else "the recogniser decodes once, alone"))
     return bench

@@ -1,4 +1,5 @@
-"""One shared latent for image and speech (MVAE or JMVAE), clustered by a Gaussian mixture.
+"""One shared latent for image and speech (MVAE or JMVAE), clustered by a Gaussian mixture:
+MVAE+GMM (:func:`build_mvae_gmm`) and JMVAE+GMM (:func:`build_jmvae_gmm`).
 
 The multimodal VAE encodes each image-utterance pair into one latent ``z``; a mixture over
 ``z`` (head-to-tail, exactly as in VAE+GMM) categorises the pairs and sends each item the
@@ -12,11 +13,18 @@ Gaussian of its component as a prior. Two mixtures fit:
 Both train with either mode of :func:`serket.training.train` — the same graph, the same
 module code. Speech enters as a fixed-size vector per utterance: speaker-normalised MFCC with
 deltas, silence trimmed, pooled into its mean, standard deviation and three segment means,
-standardised per dimension over the corpus (:func:`speech_vectors`).
+standardised per dimension over the corpus (:func:`serket.audio.features.speech_vectors`).
 
-Metrics beyond the mixture's clustering accuracy (:func:`coherence`): speech-to-image and
-image-to-image generation, each image classified by a digit classifier trained for evaluation
-only, on the MNIST test split (never on the benchmark's images, which come from the train split).
+Example::
+
+    graph = build_jmvae_gmm(images, speech_vectors(sequences), prior="mixture")
+    train(graph, 5, mode="joint", warmup=1, epochs=10, labels=labels)
+    graph.node("gmm").predict()                 # a digit category per image-utterance pair
+
+The benchmark's metrics beyond the mixture's clustering accuracy
+(:func:`serket.bench.evaluation.coherence`): speech-to-image and image-to-image generation, each
+image classified by a digit classifier trained for evaluation only, on the MNIST test split (never
+on the benchmark's images, which come from the train split).
 
 Built only from serket's public API.
 """
@@ -27,49 +35,17 @@ import torch
 
 from serket.connections import Observation
 from serket.errors import ConfigError, DataError
-from serket.frontend import pooled_features
 from serket.graph import Graph
 from serket.modules.gmm import GMM
 from serket.modules.mixture import MixturePrior
 from serket.modules.multimodal import JMVAE, MVAE
 from serket.training import train
 
-__all__ = ["MODELS", "PRIORS", "speech_vectors", "speech_features", "build_multimodal_gmm", "run_multimodal",
-           "DigitClassifier", "coherence"]
+__all__ = ["MODELS", "PRIORS", "build_multimodal_gmm", "run_multimodal", "build_mvae_gmm", "run_mvae_gmm",
+           "build_jmvae_gmm", "run_jmvae_gmm"]
 
 MODELS = {"mvae": MVAE, "jmvae": JMVAE}
 PRIORS = ("gibbs", "mixture")
-
-
-def speech_vectors(sequences, *, segments: int = 3) -> torch.Tensor:
-    """(N, D) fixed-size speech features from padded frames (a ``Sequences`` message):
-    pooled mean, std and segment means, standardised per dimension over the corpus."""
-    pooled = pooled_features(sequences.values, sequences.lengths, segments=segments)
-    return (pooled - pooled.mean(0)) / pooled.std(0).clamp_min(1e-6)
-
-
-def speech_features(digits, kind: str = "mfcc", *, device="cpu") -> torch.Tensor:
-    """(N, D) fixed-size vectors of spoken digits (a ``SpokenDigits`` set).
-
-    ``"mfcc"``: 13 MFCC + deltas per frame, silence trimmed, normalised per speaker (the speech
-    benchmark's frames), pooled by :func:`speech_vectors` (195 values). ``"logmel"``: 40 log-mel
-    energies per frame, trimmed on their total energy, normalised per speaker, pooled the same
-    way (200 values). Speaker identities serve normalisation only.
-    """
-    from serket.frontend import FrontEnd, normalise_features, trim_silence
-    from serket.graphs.lda_asr import speech_sequences
-    from serket.messages import Sequences
-
-    if kind == "mfcc":
-        return speech_vectors(speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=device))
-    if kind != "logmel":
-        raise ConfigError(f"unknown speech features {kind!r}: use 'mfcc' or 'logmel'")
-    front = FrontEnd(digits.rate, features="logmel", n_mels=40, deltas=False, normalise=None).to(device)
-    frames, lengths = front.extract([w.to(device) for w in digits.waveforms])
-    energy = torch.logsumexp(frames, dim=-1, keepdim=True)
-    trimmed, lengths = trim_silence(torch.cat([frames, energy], -1), lengths, channel=frames.shape[-1], threshold=0.5)
-    normalised = normalise_features(trimmed[..., :-1], lengths, "speaker", list(digits.speakers))
-    return speech_vectors(Sequences(normalised, lengths))
 
 
 def build_multimodal_gmm(images: torch.Tensor, speech: torch.Tensor, *, model: str = "mvae",
@@ -116,59 +92,26 @@ def run_multimodal(images, speech, labels, *, rounds: int, mode: str = "alternat
     return {"graph": graph, "history": history}
 
 
-# --- evaluation only: a digit classifier for cross-modal coherence ---------------------------
-class DigitClassifier(torch.nn.Module):
-    """A small convolutional digit classifier, for evaluating generated images only.
-
-    Trained on the MNIST *test* split (10,000 images that the benchmarks, which draw from the
-    train split, never use); :meth:`fit` reports its accuracy on a held-out part of that split.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-
-    def forward(self, x):
-        return self.net(x.view(-1, 1, 28, 28))
-
-    def fit(self, images, labels, *, epochs: int = 3, seed: int = 0, held_out: int = 1000) -> float:
-        gen = torch.Generator(device=images.device).manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.__init__()
-        self.to(images.device)
-        order = torch.randperm(images.shape[0], generator=gen, device=images.device)
-        test, train_idx = order[:held_out], order[held_out:]
-        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
-        for _ in range(epochs):
-            perm = train_idx[torch.randperm(len(train_idx), generator=gen, device=images.device)]
-            for start in range(0, len(perm), 128):
-                idx = perm[start:start + 128]
-                loss = torch.nn.functional.cross_entropy(self(images[idx]), labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        self.eval()
-        return float((self.predict(images[test]) == labels[test]).float().mean())
-
-    @torch.no_grad()
-    def predict(self, images) -> torch.Tensor:
-        return torch.cat([self(images[i:i + 1000]).argmax(1) for i in range(0, images.shape[0], 1000)])
+def build_mvae_gmm(images, speech, **options) -> Graph:
+    """MVAE+GMM over paired ``images`` (N, 784) in [0, 1] and ``speech`` (N, D) vectors;
+    options as :func:`build_multimodal_gmm` (``prior``, ``mask``, ...)."""
+    return build_multimodal_gmm(images, speech, model="mvae", **options)
 
 
-def coherence(model, images, speech, labels, classifier: DigitClassifier) -> dict[str, float]:
-    """Share of generated images whose classified digit is the input's digit: from speech alone,
-    from the image alone, and from both."""
-    labels = labels.to(images.device)
-    out = {}
-    for key, batch in (("speech_to_image", {"speech": speech}), ("image_to_image", {"image": images}),
-                       ("both_to_image", {"image": images, "speech": speech})):
-        generated = model.cross_generate(batch, "image")
-        out[key] = float((classifier.predict(generated) == labels).float().mean())
-    return out
+def build_jmvae_gmm(images, speech, **options) -> Graph:
+    """JMVAE+GMM over paired ``images`` (N, 784) in [0, 1] and ``speech`` (N, D) vectors;
+    options as :func:`build_multimodal_gmm` (``prior``, ``mask``, ...)."""
+    return build_multimodal_gmm(images, speech, model="jmvae", **options)
+
+
+def run_mvae_gmm(images, speech, labels, *, rounds: int, mode: str = "alternate", **options) -> dict:
+    """Build MVAE+GMM and train it, alternately or jointly; returns ``{"graph", "history"}``."""
+    return run_multimodal(images, speech, labels, rounds=rounds, mode=mode, model="mvae", **options)
+
+
+def run_jmvae_gmm(images, speech, labels, *, rounds: int, mode: str = "alternate", **options) -> dict:
+    """Build JMVAE+GMM and train it, alternately or jointly; returns ``{"graph", "history"}``."""
+    return run_multimodal(images, speech, labels, rounds=rounds, mode=mode, model="jmvae", **options)
 
 
 # --- the benchmark: `serket bench multimodal` -------------------------------------------------
@@ -178,8 +121,8 @@ CONFIGS = ["mvae-alternate", "mvae-joint", "jmvae-alternate", "jmvae-joint"]
 
 
 def bench_parser():
-    from serket.benchmarking import benchmark_parser, nonnegative_float, nonnegative_int, positive_int
-    from serket.graphs.lda_asr import add_speech_option
+    from serket.bench.runner import benchmark_parser, nonnegative_float, nonnegative_int, positive_int
+    from serket.datasets.spoken_digits import add_speech_option
 
     p = benchmark_parser("serket bench multimodal",
                          "MVAE+GMM and JMVAE+GMM on MNIST and spoken digits, trained alternately and jointly.",
@@ -212,11 +155,14 @@ PRESETS = {"quick": {"per_class": 20, "rounds": 2, "epochs": 2, "first_epochs": 
 def bench_main(argv=None) -> dict:
     from pathlib import Path
 
-    from serket.benchmarking import parse_benchmark_args, run_benchmark
-    from serket.data import load_mnist, load_mnist_subset
-    from serket.graphs.lda_asr import load_speech
-    from serket.graphs.neuro_serket import pair_by_digit
-    from serket.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
+    from serket.audio.features import speech_features
+    from serket.bench.drawing import draw_graph
+    from serket.bench.evaluation import DigitClassifier, coherence
+    from serket.bench.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.mnist import load_mnist, load_mnist_subset
+    from serket.datasets.pairing import pair_by_digit
+    from serket.datasets.spoken_digits import load_speech
 
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
@@ -314,7 +260,7 @@ def bench_main(argv=None) -> dict:
                     out / f"latent_{config}.png", title=f"{config}: shared latent (PCA), coloured by cluster",
                     colour_label="mixture component (its own numbering)")
         terms[config] = node.diagnostics()
-    graph.draw(out / "graph.png", title=f"the graph of '{config}' (every row has this shape: a multimodal VAE, "
+    draw_graph(graph, out / "graph.png", title=f"the graph of '{config}' (every row has this shape: a multimodal VAE, "
                                         "MVAE or JMVAE, under a mixture)")
     write_json(out / "loss_terms.json", {"data": data_line, "seed": seed, "terms": terms})
     return bench

@@ -21,21 +21,20 @@ The halves do not interact unless joined, so the first three rows are the image 
 benchmarks side by side; only ``full`` needs the joint graph. The benchmark trains each half
 once per seed and linking and shares it between the rows that hold it.
 
-How the shared category is fitted (the benchmark's defaults). The GMM sends P(c | z) without its
-prior; the LDA (``category_message="likelihood"``) sends how well each topic alone explains
-the whole utterance, ``softmax_c(evidence_weight * sum_w n_dw log phi_cw)`` — its topic
-proportions are a mixture weight, too flat to carry its evidence. A module that has not reported
-yet gets the others' product, so in the first round the GMM starts from the LDA's categories.
-Once both have reported, the combiner fits the shared category jointly (``restarts``): EM in
-which the GMM and the LDA refit their per-category distributions to shared responsibilities,
-from the current consensus and from 10 fresh k-means++ starts (on the latent, on the word
-frequencies, in turn), keeping the start with the highest joint log likelihood — labels never
-enter. Without it, linked runs settled in optima with a digit split in two while two others
-shared a category (five and nine sound alike as bags of acoustic units), 10-15 points apart from
-seed to seed. ``evidence_weight`` 0.08 counts the 100 tokens of a bag averaged over 50 N-best
-paths as about 8 independent ones; the LDA's prior temperature 0.01 (one 100th root per token)
-makes the GMM's posterior count once per utterance. Both were set on development seeds (98, 99;
-one early look at seed 4's latent too), never tuned on the benchmark's table.
+How the shared category is fitted. The GMM sends P(c | z) without its prior; the LDA, a member
+of the shared category, sends how well each topic alone explains the whole utterance,
+``softmax_c(evidence_weight * sum_w n_dw log phi_cw)`` — its topic proportions are a mixture
+weight, too flat to carry its evidence. A module that has not reported yet gets the others'
+product, so in the first round the GMM starts from the LDA's categories. Once both have
+reported, the combiner fits the shared category jointly
+(:class:`~serket.inference.JointCategoryFit`, on by default): EM in which the GMM and the LDA
+refit their per-category distributions to shared responsibilities, from the current consensus,
+the last fit and fresh k-means++ starts (on the latent, on the word frequencies, in turn),
+keeping the start with the highest joint log likelihood — labels never enter. Both are options
+of the tail-to-tail connection: the LDA's ``evidence_weight`` (0.08 in the benchmark) counts the
+100 tokens of a bag averaged over 50 N-best paths as about 8 independent ones; its
+``prior_exponent`` (0.01, one 100th root per token) makes the GMM's posterior count once per
+utterance.
 
 Built only from serket's public API.
 """
@@ -47,6 +46,7 @@ import torch
 from serket.connections import Observation
 from serket.errors import ConfigError, DataError
 from serket.graph import Graph
+from serket.inference import DEFAULT_RESTARTS
 from serket.messages import Sequences
 from serket.modules.asr import Recognizer
 from serket.modules.gmm import GMM
@@ -55,7 +55,7 @@ from serket.modules.mixture import MixturePrior
 from serket.modules.vae import VAE
 from serket.training import AlternateTrainer
 
-__all__ = ["CONFIGURATIONS", "SCHEDULE", "pair_by_digit", "build_neuro_serket", "run_neuro_serket"]
+__all__ = ["CONFIGURATIONS", "SCHEDULE", "build_neuro_serket", "run_neuro_serket"]
 
 # (VAE <-> GMM linked, ASR <-> LDA linked, tail-to-tail)
 CONFIGURATIONS = {
@@ -66,24 +66,6 @@ CONFIGURATIONS = {
 }
 SCHEDULE = ["speech", "asr", "words", "lda", "words", "category",
             "images", "vae", "gmm", "category"]
-
-
-def pair_by_digit(image_labels: torch.Tensor, speech_labels: torch.Tensor, *, seed: int = 0):
-    """Indices ``(images, utterances)`` pairing each image with an utterance of the same digit.
-
-    Within each digit the utterances are shuffled by ``seed``; each digit contributes as many
-    pairs as the smaller side has items.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    image_idx, speech_idx = [], []
-    for digit in torch.unique(image_labels).tolist():
-        imgs = (image_labels == digit).nonzero().squeeze(1)
-        utts = (speech_labels == digit).nonzero().squeeze(1)
-        utts = utts[torch.randperm(len(utts), generator=gen)]
-        n = min(len(imgs), len(utts))
-        image_idx.append(imgs[:n])
-        speech_idx.append(utts[:n])
-    return torch.cat(image_idx), torch.cat(speech_idx)
 
 
 def build_neuro_serket(images: torch.Tensor | None, sequences: Sequences | None, *,
@@ -101,7 +83,9 @@ def build_neuro_serket(images: torch.Tensor | None, sequences: Sequences | None,
     ``sequences=None`` (the image half: images, vae, gmm), with a configuration other than
     ``"full"``. Its modules are the same, seeded the same, as in the whole graph: without the
     tail-to-tail link the halves never exchange a message, so a half trained alone is that
-    configuration's half (the benchmark shares halves between rows so).
+    configuration's half (the benchmark shares halves between rows so). ``combiner``: options of
+    the tail-to-tail connection (:meth:`~serket.graph.Graph.tail_to_tail`), such as the LDA's
+    ``evidence_weight`` and ``prior_exponent``.
     """
     if configuration not in CONFIGURATIONS:
         raise ConfigError(f"unknown configuration {configuration!r}; use one of {list(CONFIGURATIONS)}")
@@ -125,10 +109,16 @@ def build_neuro_serket(images: torch.Tensor | None, sequences: Sequences | None,
     if sequences is not None:
         graph.add(Observation("speech", sequences))
         graph.add(Recognizer("asr", n_units=n_units, dim=sequences.size, seed=seed, **(asr or {})))
-        graph.add(LDA("lda", n_topics=n_categories, vocab_sizes={"w": n_units}, seed=seed, **(lda or {})))
+        lda_module = graph.add(LDA("lda", n_topics=n_categories, vocab_sizes={"w": n_units}, seed=seed,
+                                   **(lda or {})))
         graph.observe("speech", "asr.audio")
         graph.head_to_head("words", proposer="asr.w", weighter="lda.w", feedback=link_speech,
                            bag_weights="uniform")
+        if images is None:
+            # the speech half alone reads the LDA's category as the whole graph does, as a member
+            # of the shared category (the topic that best explains the whole utterance), so that
+            # rows differ only in their links
+            lda_module.category_join("c", (combiner or {}).get("evidence_weight", {}).get("lda", 1.0))
     if images is not None and sequences is not None:
         graph.tail_to_tail("category", ["gmm.c", "lda.c"], feedback=link_category, **(combiner or {}))
     graph.validate()
@@ -148,22 +138,6 @@ def run_neuro_serket(images, sequences, labels, *, rounds: int, configuration: s
     return {"graph": graph, "history": history}
 
 
-def merge_histories(*histories: list[dict]) -> list[dict]:
-    """Per-round records of graphs trained side by side, as one: metrics and step times joined,
-    seconds added (the cost of training them one after the other)."""
-    if len({len(h) for h in histories}) != 1:
-        raise DataError(f"histories of different lengths cannot be merged: {[len(h) for h in histories]}")
-    merged = []
-    for records in zip(*histories):
-        record = {**records[0], "metrics": {}, "seconds": 0.0, "node_seconds": {}}
-        for r in records:
-            record["metrics"].update(r["metrics"])
-            record["seconds"] += r["seconds"]
-            record["node_seconds"].update(r.get("node_seconds", {}))
-        merged.append(record)
-    return merged
-
-
 # --- the benchmark: `serket bench neuro-serket` ------------------------------------------------
 # Taniguchi et al. (2020), accuracy (%) of the GMM on images and the LDA on speech
 PUBLISHED = {
@@ -175,9 +149,9 @@ PUBLISHED = {
 
 
 def bench_parser():
-    from serket.benchmarking import (benchmark_parser, nonnegative_float, nonnegative_int, positive_float,
+    from serket.bench.runner import (benchmark_parser, nonnegative_float, nonnegative_int, positive_float,
                                      positive_int, restarts_int)
-    from serket.graphs.lda_asr import add_speech_option
+    from serket.datasets.spoken_digits import add_speech_option
 
     p = benchmark_parser("serket bench neuro-serket",
                          "VAE+GMM+LDA+ASR on MNIST and spoken digits: the four rows of the published table.",
@@ -199,15 +173,18 @@ def bench_parser():
                    help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     p.add_argument("--mixture", default="gibbs", choices=["gibbs", "em"],
                    help="the image side's mixture: the Bayesian GMM (Gibbs) or EM with likelihood-chosen restarts")
-    p.add_argument("--category-message", default="likelihood", choices=["likelihood", "proportions"],
-                   help="what the LDA tells the combiner: each topic's likelihood of the whole document, "
-                        "or its topic proportions")
+    # --evidence-weight and --lda-prior-exponent were set on development seeds (98, 99; one early
+    # look at seed 4's latent too), never tuned on the benchmark's table. Without the joint fit's
+    # restarts, linked runs settled in optima with a digit split in two while two others shared a
+    # category (five and nine sound alike as bags of acoustic units), 10-15 points apart from
+    # seed to seed.
     p.add_argument("--evidence-weight", type=positive_float, default=0.08,
-                   help="exponent on the LDA's document likelihood (its tokens are correlated)")
-    p.add_argument("--category-restarts", type=restarts_int, default=10,
+                   help="the LDA's evidence weight in the shared category: exponent on its document "
+                        "likelihood (its tokens are correlated)")
+    p.add_argument("--category-restarts", type=restarts_int, default=DEFAULT_RESTARTS,
                    help="fresh starts of the joint fit of the shared category, the likeliest kept "
                         "(-1: no joint fit, the combiner multiplies the modules' messages)")
-    p.add_argument("--lda-prior-temperature", type=nonnegative_float, default=0.01,
+    p.add_argument("--lda-prior-exponent", type=nonnegative_float, default=0.01,
                    help="exponent on the GMM's posterior sent to the LDA, which applies it to each token")
     p.add_argument("--published", action="store_true", help="40 rounds, 200 VAE epochs and 100 LDA sweeps a round")
     return p
@@ -224,11 +201,15 @@ PRESETS = {
 def bench_main(argv=None) -> dict:
     from pathlib import Path
 
-    from serket.benchmarking import parse_benchmark_args, run_benchmark
-    from serket.data import load_mnist, load_mnist_subset
-    from serket.graphs.lda_asr import load_speech, speech_sequences
+    from serket.audio.features import speech_sequences
+    from serket.bench.drawing import draw_graph
+    from serket.bench.evaluation import merge_histories
+    from serket.bench.reporting import plot_confusion, plot_latent
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.mnist import load_mnist, load_mnist_subset
+    from serket.datasets.pairing import pair_by_digit
+    from serket.datasets.spoken_digits import load_speech
     from serket.metrics import confusion_matrix
-    from serket.reporting import plot_confusion, plot_latent
 
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
@@ -245,12 +226,10 @@ def bench_main(argv=None) -> dict:
         vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "hidden": tuple(args.hidden)},
         gmm={"sweeps": args.gmm_sweeps} if args.mixture == "gibbs" else {},
         asr={"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None},
-        lda={"sweeps": args.lda_sweeps, "tokens": tokens, "chains": args.lda_chains,
-             **({} if args.category_message == "proportions" else
-                {"category_message": "likelihood", "evidence_weight": args.evidence_weight})},
+        lda={"sweeps": args.lda_sweeps, "tokens": tokens, "chains": args.lda_chains},
         # the LDA applies its prior to each of its tokens: send it a root of the GMM's posterior
-        combiner={"prior_temperature": {"lda": args.lda_prior_temperature},
-                  **({"restarts": args.category_restarts} if args.category_restarts >= 0 else {})},
+        combiner={"evidence_weight": {"lda": args.evidence_weight}, "prior_exponent": {"lda": args.lda_prior_exponent},
+                  "restarts": args.category_restarts if args.category_restarts >= 0 else None},
     )
     halves: dict[tuple, dict] = {}  # (side, linked, seed) -> a trained half, shared between rows
 
@@ -308,5 +287,5 @@ def bench_main(argv=None) -> dict:
         plot_latent(nodes["vae"].latent_.cpu().numpy(), nodes["gmm"].predict().cpu().numpy(),
                     out / f"latent_{config}.png", title=f"{config}: VAE latent (PCA), coloured by GMM cluster",
                     colour_label="GMM cluster (its own numbering)")
-        graph.draw(out / f"graph_{config}.png", title=f"Neuro-SERKET, configuration '{config}': {rows[config]}")
+        draw_graph(graph, out / f"graph_{config}.png", title=f"Neuro-SERKET, configuration '{config}': {rows[config]}")
     return bench

@@ -57,7 +57,7 @@ PUBLISHED = {"separate": 63.7, "linked": 66.7}  # Taniguchi et al. (2020), GMM a
 
 
 def bench_parser():
-    from serket.benchmarking import benchmark_parser, nonnegative_float, positive_int
+    from serket.bench.runner import benchmark_parser, nonnegative_float, positive_int
 
     p = benchmark_parser("serket bench vae-gmm", "VAE+GMM on MNIST: separate vs linked, several seeds.",
                          rounds=10, out="results/vae_gmm")
@@ -86,10 +86,11 @@ PRESETS = {
 
 
 def bench_main(argv=None) -> dict:
-    from serket.benchmarking import parse_benchmark_args, run_benchmark
-    from serket.data import load_mnist, load_mnist_subset
+    from serket.bench.drawing import draw_graph
+    from serket.bench.reporting import plot_confusion, plot_latent
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.mnist import load_mnist, load_mnist_subset
     from serket.metrics import confusion_matrix
-    from serket.reporting import plot_confusion, plot_latent
 
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
@@ -123,7 +124,7 @@ def bench_main(argv=None) -> dict:
         plot_latent(vae.latent_.cpu().numpy(), pred.numpy(), out / f"latent_{config}.png",
                     title=f"{config}: VAE latent (PCA), coloured by GMM cluster",
                     colour_label="GMM cluster (its own numbering)")
-        graph.draw(out / f"graph_{config}.png", title=f"VAE+GMM, configuration '{config}': " + (
+        draw_graph(graph, out / f"graph_{config}.png", title=f"VAE+GMM, configuration '{config}': " + (
             "the GMM's prior reaches the VAE" if config == "linked"
             else "the VAE learns alone, the GMM clusters its latent"))
     return bench

@@ -30,12 +30,19 @@ import math
 
 import torch
 
+from serket.clustering import kmeans
 from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import NBest, Sequences
 from serket.module import Module, Port
-from serket.validation import check_int, check_real
+from serket.validation import check_int, check_items, check_real
 
-__all__ = ["Recognizer", "diagonal_gaussian_log_likelihood", "kmeans"]
+__all__ = ["Recognizer", "diagonal_gaussian_log_likelihood"]
+
+# uniforms for the Gumbel draws are kept off 0 and 1, where log(-log(u)) is infinite in float32
+_UNIFORM_FLOOR, _UNIFORM_CEILING = 1e-12, 1 - 1e-7
+# ridge added to the within-unit scatter, relative to its mean variance: keeps it invertible
+# when some units hold too few frames to span every dimension
+_WITHIN_RIDGE = 1e-4
 
 
 def diagonal_gaussian_log_likelihood(frames, means, variances, *, chunk: int = 32768):
@@ -52,50 +59,6 @@ def diagonal_gaussian_log_likelihood(frames, means, variances, *, chunk: int = 3
     return torch.cat(out)
 
 
-def _sq_distances(points, centres):
-    return (points.pow(2).sum(1, keepdim=True) - 2.0 * points @ centres.T + centres.pow(2).sum(1)).clamp_min(0)
-
-
-def kmeans(points, k: int, *, iterations: int = 25, restarts: int = 3, generator=None,
-           sample: int = 20000, chunk: int = 32768):
-    """k-means++ seeding and Lloyd iterations, best of ``restarts`` by inertia (unsupervised).
-
-    Seeding and iterations run on a random subset of ``sample`` points (all of them when fewer);
-    the result labels every point. Returns (centres (k, D), labels (M,)).
-    """
-    k = check_int("k-means", "k", k, minimum=1)
-    iterations = check_int("k-means", "iterations", iterations, minimum=0)
-    restarts = check_int("k-means", "restarts", restarts, minimum=1)
-    sample = check_int("k-means", "sample", sample, minimum=1)
-    chunk = check_int("k-means", "chunk", chunk, minimum=1)
-    n = points.shape[0]
-    if n < k:
-        raise DataError(f"k-means: {n} points cannot make {k} clusters")
-    device = points.device
-    subset = points if n <= sample else points[torch.randperm(n, generator=generator, device=device)[:sample]]
-    best = None
-    for _ in range(restarts):
-        first = torch.randint(subset.shape[0], (1,), generator=generator, device=device)
-        centres = subset[first]
-        closest = _sq_distances(subset, centres).squeeze(1)
-        for _ in range(1, k):
-            probs = closest / closest.sum() if float(closest.sum()) > 0 else torch.full_like(closest, 1.0 / len(closest))
-            idx = torch.multinomial(probs, 1, generator=generator)
-            centres = torch.cat([centres, subset[idx]])
-            closest = torch.minimum(closest, _sq_distances(subset, subset[idx]).squeeze(1))
-        for _ in range(iterations):
-            labels = _sq_distances(subset, centres).argmin(1)
-            counts = torch.bincount(labels, minlength=k).to(subset.dtype)
-            sums = torch.zeros_like(centres).index_add_(0, labels, subset)
-            centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
-        inertia = float(_sq_distances(subset, centres).amin(1).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, centres)
-    centres = best[1]
-    labels = torch.cat([_sq_distances(points[s:s + chunk], centres).argmin(1) for s in range(0, n, chunk)])
-    return centres, labels
-
-
 class Recognizer(Module):
     """Unsupervised recogniser over discovered acoustic units, with N-best output.
 
@@ -110,11 +73,17 @@ class Recognizer(Module):
             current units (1 = replace them).
         shrinkage: each unit's variance is shrunk towards the pooled variance by this share.
         variance_floor: smallest variance per dimension.
-        restarts, iterations: k-means restarts (the best by inertia is kept) and iterations.
+        restarts, iterations: restarts and Lloyd iterations of the first k-means over the frames
+            (:func:`serket.clustering.kmeans`; the restart with the least inertia is kept).
         discriminant: when set, relearning also learns a linear projection of the frames to
             this many dimensions that best separates the resampled units (Fisher's criterion:
             between-unit against within-unit scatter), and models the units in that space.
             None (default): units live in the front end's feature space.
+        seed, device: see :class:`serket.module.Module`.
+
+    Learned state: ``means_``, ``variances_`` (U, D') and ``log_weights_`` (U,) of the units
+    (D' = ``discriminant`` when set, else D + 1), ``projection_`` (D + 1, D') or None,
+    ``nbest_`` (the N-best list sent on ``w``), ``n_relearned_`` (relearnings so far).
     """
 
     def __init__(self, name: str, n_units: int = 64, dim: int = 39, *, n_best: int = 10,
@@ -140,7 +109,7 @@ class Recognizer(Module):
         self.means_ = self.variances_ = self.log_weights_ = self.projection_ = None
         self.nbest_: NBest | None = None
         self.n_relearned_ = 0
-        self._frames = None  # cache: (message, frames (M, D+1), item of each frame, position)
+        self._cached_frames = None  # (message, frames (M, D+1), item of each frame, position)
 
     # --- ports and input ----------------------------------------------------------------------
     def ports(self):
@@ -166,14 +135,14 @@ class Recognizer(Module):
         if "audio" not in self.inbox:
             raise DataError(f"Recognizer {self.name!r}: no audio received on port 'audio'")
         audio: Sequences = self.inbox["audio"]
-        if self._frames is not None and self._frames[0] is audio:
-            return self._frames[1:]
+        if self._cached_frames is not None and self._cached_frames[0] is audio:
+            return self._cached_frames[1:]
         mask = audio.mask()
         item = torch.arange(audio.n_items, device=self.device)[:, None].expand_as(mask)[mask]
         position = torch.arange(mask.shape[1], device=self.device)[None, :].expand_as(mask)[mask]
         relative = position.to(audio.values.dtype) / (audio.lengths[item] - 1).clamp_min(1)
         frames = torch.cat([audio.values[mask], self.position_weight * relative[:, None]], 1).float()
-        self._frames = (audio, frames, item, position)
+        self._cached_frames = (audio, frames, item, position)
         return frames, item, position
 
     # --- learning -----------------------------------------------------------------------------
@@ -196,9 +165,8 @@ class Recognizer(Module):
         self.means_, self.variances_, self.log_weights_, _ = self._estimate(frames, labels)
 
     def _relearn(self, frames, item, position, chosen: NBest) -> None:
-        if chosen.n_items != self.inbox["audio"].n_items:
-            raise MessageError(f"Recognizer {self.name!r}: {chosen.n_items} resampled hypotheses for "
-                               f"{self.inbox['audio'].n_items} utterances")
+        check_items(self, "the resampled hypotheses on port 'w'", chosen.n_items, "the audio on port 'audio'",
+                    self.inbox["audio"].n_items)
         labels = chosen.hypotheses[item, 0, position]
         if bool((labels < 0).any()) or bool((labels >= self.n_units).any()):
             raise MessageError(f"Recognizer {self.name!r}: a resampled hypothesis is shorter than its "
@@ -226,7 +194,7 @@ class Recognizer(Module):
                             device=frames.device).index_add_(0, labels, frames) / counts.clamp_min(1)[:, None]
         centred = frames - means[labels]
         within = centred.T @ centred / frames.shape[0]
-        within = within + 1e-4 * torch.eye(within.shape[0], dtype=within.dtype, device=within.device) * within.diagonal().mean()
+        within = within + _WITHIN_RIDGE * torch.eye(within.shape[0], dtype=within.dtype, device=within.device) * within.diagonal().mean()
         offsets = (means - frames.mean(0)) * counts.sqrt()[:, None]
         between = offsets.T @ offsets / frames.shape[0]
         chol = torch.linalg.cholesky(within)
@@ -252,7 +220,7 @@ class Recognizer(Module):
         if self.n_best > 1:
             gumbel = -torch.log(-torch.log(torch.rand(
                 (logq.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
-                device=self.device).clamp_(1e-12, 1 - 1e-7)))
+                device=self.device).clamp_(_UNIFORM_FLOOR, _UNIFORM_CEILING)))
             drawn = (logq[:, None, :] + gumbel).argmax(2)  # Gumbel-max: draws from q(u | f)
             paths = torch.cat([best, drawn], 1)          # (M, B)
         else:
@@ -275,7 +243,6 @@ class Recognizer(Module):
             relearned = True
         if relearned or self.nbest_ is None or self.nbest_.n_items != self.inbox["audio"].n_items:
             self.nbest_ = self.decode()
-        self.n_updates += 1
 
     def publish(self):
         return {} if self.nbest_ is None else {"w": self.nbest_}
@@ -292,32 +259,3 @@ class Recognizer(Module):
         used = int((self.best_units().sum(0) > 0).sum())
         return {"units_used": used, "relearned": self.n_relearned_,
                 "mean_best_log_score": float(self.nbest_.log_scores[:, 0].mean())}
-
-    # --- state --------------------------------------------------------------------------------
-    def _learned_state(self):
-        def cpu(t):
-            return None if t is None else t.detach().cpu()
-        return {"means": cpu(self.means_), "variances": cpu(self.variances_), "projection": cpu(self.projection_),
-                "log_weights": cpu(self.log_weights_), "n_relearned": self.n_relearned_,
-                "nbest": None if self.nbest_ is None else self.nbest_.state()}
-
-    def _load_learned_state(self, state):
-        self.means_, self.variances_, self.log_weights_ = state["means"], state["variances"], state["log_weights"]
-        self.projection_ = state["projection"]
-        self.n_relearned_ = int(state["n_relearned"])
-        self.nbest_ = None if state["nbest"] is None else NBest.from_state(state["nbest"])
-        self._frames = None
-
-    def _move_state(self, device):
-        for key in ("means_", "variances_", "log_weights_", "projection_"):
-            value = getattr(self, key, None)
-            if value is not None:
-                setattr(self, key, value.to(device))
-        if getattr(self, "nbest_", None) is not None:
-            self.nbest_ = self.nbest_.to(device)
-        self._frames = None
-
-    def extra_repr(self):
-        return (f"name={self.name!r}, n_units={self.n_units}, dim={self.dim}, n_best={self.n_best}, "
-                f"position_weight={self.position_weight}, relearn_rate={self.relearn_rate}, "
-                f"shrinkage={self.shrinkage}, device={self.device}")

@@ -35,17 +35,16 @@ the items of a block are drawn together, each from its conditional given every o
 current assignment, and the statistics are updated after the block. ``block_size=1`` is the
 exact sequential collapsed Gibbs sampler. Larger blocks are a parallel approximation: items of
 one block do not see each other's new clusters, so the chain's stationary distribution is not
-exactly the posterior. How far off depends on the share of a cluster that moves at once: on a
-4-item problem (``tests/test_gmm.py``) the partition distribution is off by a total variation
-of 0.11 with blocks of 2 and 0.63 with all 4 items in one block (the exact sampler: 0.013). At
-the default 256 of 3,000 10-D items with K = 10 the blocked and the exact sampler reach the
-same clusterings and log joints within their own run-to-run spread (three seeds, 20 sweeps), and
-a sweep costs 12 batched steps instead of 3,000.
+exactly the posterior. How far off depends on the share of a cluster that moves at once: small
+when a block is a small part of every cluster (the default ``block_size``, 256 of thousands
+of items), large when a block holds much of one (``tests/test_gmm.py`` measures it on a tiny
+problem whose posterior is enumerated; ``benchmarks/bench_gmm_gibbs.py`` compares the blocked
+and the exact sampler at the default size).
 
 The arithmetic lives in pure functions beside the class (:func:`normal_wishart_posterior`,
 :func:`collapsed_log_conditionals`, :func:`log_marginal_likelihood`, :func:`gibbs_sweep`). It
-runs in float64: in float32 the log conditionals of 3,000 10-D items were off by up to 0.04
-(0.008 once centred), and float64 costs little at these sizes.
+runs in float64: the scatter matrices of thousands of items lose too many digits in float32,
+and float64 costs little at these sizes.
 """
 
 from __future__ import annotations
@@ -57,10 +56,11 @@ from typing import NamedTuple
 import torch
 
 from serket.clustering import kmeans_pp_labels, kmeans_pp_start
-from serket.errors import ConfigError, DataError, MessageError
+from serket.errors import ConfigError, DataError
+from serket.inference import SharedCategory
 from serket.messages import Categorical, Gaussian, Message, Samples
 from serket.module import Module, Port
-from serket.validation import check_choice, check_int, check_real
+from serket.validation import check_choice, check_int, check_items, check_real
 
 __all__ = [
     "GMM",
@@ -121,6 +121,13 @@ def _features(points: torch.Tensor) -> torch.Tensor:
     n, d = points.shape
     products = (points[:, :, None] * points[:, None, :]).reshape(n, d * d)
     return torch.cat([points.new_ones(n, 1), points, products], 1)
+
+
+def _scale_matrix(scale0, dim: int) -> torch.Tensor:
+    """The Wishart inverse scale as a (D, D) float64 matrix, from a number (times the identity)
+    or a matrix."""
+    scale0 = torch.as_tensor(scale0, dtype=_DTYPE)
+    return scale0 * torch.eye(dim, dtype=_DTYPE) if scale0.ndim == 0 else scale0
 
 
 def _onehot(labels, n_clusters: int, dtype):
@@ -332,7 +339,7 @@ def gibbs_sweep(points, assignments, prior: NormalWishart, *, alpha: float, n_cl
 
 
 # --- the module ----------------------------------------------------------------------------------
-class GMM(Module):
+class GMM(SharedCategory, Module):
     """A Bayesian Gaussian mixture with a Normal-Wishart prior, learned by collapsed Gibbs sampling.
 
     Args:
@@ -375,7 +382,8 @@ class GMM(Module):
     ``covariances_`` (K, D, D) and ``weights_`` (K,) (posterior means given the assignments),
     ``counts_``, ``sums_``, ``outer_`` (sufficient statistics of the data centred on
     ``mean0_``), ``dead_clusters_`` (empty clusters), ``n_iter_`` (sweeps since the assignments
-    were initialised), ``mean0_``, ``scale0_`` (the prior actually used).
+    were initialised), ``mean0_``, ``scale0_`` (the prior actually used), ``category_weight_``
+    (the evidence weight of a shared category, set by :meth:`category_join`; None until joined).
 
     Example::
 
@@ -410,13 +418,15 @@ class GMM(Module):
         self.alpha = alpha
         self.kappa0 = kappa0
         self.nu0 = nu0
-        self.mean0 = None if mean0 is None else self._as_mean(mean0)
+        # kept as plain numbers, so that they are printed and fingerprinted with the other settings
+        self.mean0 = None if mean0 is None else tuple(self._as_mean(mean0).tolist())
         self.scale0 = None if scale0 is None else self._as_scale(scale0)
         self.sweeps = sweeps
         self.block_size = block_size
         self.prior_variance = prior_variance
         self.init = init
         self._clear_learned()
+        self.category_weight_ = None  # the evidence weight of a shared category, once joined
 
     def _as_setting_tensor(self, setting: str, value, wanted: str) -> torch.Tensor:
         try:
@@ -435,16 +445,16 @@ class GMM(Module):
                               f"got shape {tuple(mean0.shape)}")
         return mean0.reshape(self.dim)
 
-    def _as_scale(self, scale0) -> torch.Tensor:
-        scale0 = self._as_setting_tensor("scale0", scale0, f"a ({self.dim}, {self.dim}) matrix or a scalar")
-        if scale0.ndim == 0:
-            scale0 = scale0 * torch.eye(self.dim, dtype=_DTYPE)
-        if scale0.shape != (self.dim, self.dim) or not torch.allclose(scale0, scale0.T):
+    def _as_scale(self, scale0):
+        """``scale0`` checked: a number (times the identity) or a (D, D) matrix as nested tuples."""
+        given = self._as_setting_tensor("scale0", scale0, f"a ({self.dim}, {self.dim}) matrix or a scalar")
+        matrix = _scale_matrix(given, self.dim)
+        if matrix.shape != (self.dim, self.dim) or not torch.allclose(matrix, matrix.T):
             raise ConfigError(f"GMM {self.name!r}: scale0 must be a symmetric ({self.dim}, {self.dim}) "
-                              f"matrix or a scalar, got shape {tuple(scale0.shape)}")
-        if torch.linalg.cholesky_ex(scale0).info != 0:
-            raise ConfigError(f"GMM {self.name!r}: scale0 must be positive definite, got {scale0.tolist()!r}")
-        return scale0
+                              f"matrix or a scalar, got shape {tuple(matrix.shape)}")
+        if torch.linalg.cholesky_ex(matrix).info != 0:
+            raise ConfigError(f"GMM {self.name!r}: scale0 must be positive definite, got {matrix.tolist()!r}")
+        return float(given) if given.ndim == 0 else tuple(map(tuple, given.tolist()))
 
     def _clear_learned(self) -> None:
         self.assignments_ = None
@@ -479,9 +489,9 @@ class GMM(Module):
             if n < self.n_clusters:
                 raise DataError(f"GMM {self.name!r}: {n} items on port 'x' but {self.n_clusters} "
                                 f"clusters: more clusters than points")
-        elif port == "c" and "x" in self.inbox and message.n_items != self.inbox["x"].n_items:
-            raise MessageError(f"GMM {self.name!r}: the prior on port 'c' has {message.n_items} items "
-                               f"but the data on port 'x' have {self.inbox['x'].n_items}")
+        elif port == "c" and "x" in self.inbox:
+            check_items(self, "the prior on port 'c'", message.n_items, "the data on port 'x'",
+                        self.inbox["x"].n_items)
 
     def _check_tensor(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -511,9 +521,8 @@ class GMM(Module):
             raise DataError(f"GMM {self.name!r}: no data received on port 'x'")
         x = self.inbox["x"].values
         prior = self.inbox.get("c")
-        if prior is not None and prior.n_items != x.shape[0]:
-            raise MessageError(f"GMM {self.name!r}: the prior on port 'c' has {prior.n_items} items "
-                               f"but the data on port 'x' have {x.shape[0]}")
+        if prior is not None:
+            check_items(self, "the prior on port 'c'", prior.n_items, "the data on port 'x'", x.shape[0])
         log_prior = None if prior is None else torch.log(prior.probs.to(_DTYPE))
         return x.to(_DTYPE), log_prior
 
@@ -524,26 +533,26 @@ class GMM(Module):
 
     def _initialise(self, points: torch.Tensor) -> None:
         n = points.shape[0]
-        self.mean0_ = (points.mean(0) if self.mean0 is None else self.mean0.to(self.device))
+        self.mean0_ = (points.mean(0) if self.mean0 is None
+                       else torch.tensor(self.mean0, dtype=_DTYPE, device=self.device))
         if self.scale0 is None:
             v = float(points.var(0, unbiased=False).mean()) if n > 1 else 1.0
             v = v if v > 0 else 1.0
             s = (self.nu0 - self.dim - 1) * v * self.n_clusters ** (-2.0 / self.dim)
             self.scale0_ = s * torch.eye(self.dim, dtype=_DTYPE, device=self.device)
         else:
-            self.scale0_ = self.scale0.to(self.device)
+            self.scale0_ = _scale_matrix(self.scale0, self.dim).to(self.device)
         centred = points - self.mean0_
         if self.init == "random":
             self.assignments_ = torch.randint(self.n_clusters, (n,), generator=self.generator,
                                               device=self.device)
         else:
-            self.assignments_ = self._kmeans_pp(centred)
+            self.assignments_ = kmeans_pp_labels(centred, self.n_clusters, self.generator)
         self.n_iter_ = 0
 
-    def _kmeans_pp(self, points: torch.Tensor) -> torch.Tensor:
-        return kmeans_pp_labels(points, self.n_clusters, self.generator)
-
-    def _run(self, n_sweeps: int, trace: bool = False):
+    def _run(self, n_sweeps: int, trace: bool = False, stacklevel: int = 4):
+        # stacklevel: a collapse warning names the caller of update (through the base's counting
+        # wrapper) or of sample_assignments
         x, log_prior = self._data_and_prior()
         if self.assignments_ is None or self.assignments_.shape[0] != x.shape[0]:
             self._initialise(x)
@@ -571,8 +580,7 @@ class GMM(Module):
         if died:
             warnings.warn(f"GMM {self.name!r}: clusters {died} lost all their items during update "
                           f"{self.n_updates}; they keep prior weight alpha/K and may be revived",
-                          ClusterCollapseWarning, stacklevel=3)
-        self.n_updates += 1
+                          ClusterCollapseWarning, stacklevel=stacklevel)
         return torch.stack(history) if trace else None
 
     def _summarise(self, points: torch.Tensor) -> None:
@@ -595,7 +603,11 @@ class GMM(Module):
         """
         self._run(self.sweeps)
 
-    # --- a shared category (see serket.module.Module.category_fit) --------------------------------
+    # --- a shared category (see serket.inference.SharedCategory) ---------------------------------
+    def category_join(self, port, evidence_weight=1.0):
+        """Remember the evidence weight that scales :meth:`category_log_likelihood`."""
+        self.category_weight_ = check_real(self, "evidence_weight", evidence_weight, above=0)
+
     def _category_points(self) -> torch.Tensor:
         x, _ = self._data_and_prior()
         if self.mean0_ is None or self.assignments_ is None or self.assignments_.shape[0] != x.shape[0]:
@@ -613,8 +625,10 @@ class GMM(Module):
         return normal_wishart_posterior(self._prior(), *_split_moments(moments, self.dim))
 
     def category_log_likelihood(self, port, params):
-        """The Student-t posterior predictive of each item under each cluster."""
-        return student_t_log_predictive(self._category_points(), params)
+        """The Student-t posterior predictive of each item under each cluster, times the evidence
+        weight (1 when not joined)."""
+        weight = 1.0 if self.category_weight_ is None else self.category_weight_
+        return weight * student_t_log_predictive(self._category_points(), params)
 
     def category_adopt(self, port, responsibilities, params):
         """Each item to its most probable cluster; the chain continues from there."""
@@ -627,7 +641,7 @@ class GMM(Module):
     def sample_assignments(self, n_sweeps: int) -> torch.Tensor:
         """Like :meth:`update` with ``n_sweeps`` sweeps; returns the (n_sweeps, N) assignments
         after each sweep (draws from the chain, for posterior summaries)."""
-        return self._run(check_int(self, "n_sweeps", n_sweeps, minimum=1), trace=True)
+        return self._run(check_int(self, "n_sweeps", n_sweeps, minimum=1), trace=True, stacklevel=3)
 
     def publish(self) -> dict[str, Message]:
         if self.assignments_ is None:
@@ -664,32 +678,3 @@ class GMM(Module):
             return {}
         return {"log_joint": self.log_joint(), "n_iter": self.n_iter_,
                 "alive_clusters": self.n_clusters - len(self.dead_clusters_)}
-
-    # --- state -----------------------------------------------------------------------------------
-    _TENSORS = ("assignments_", "responsibilities_", "data_responsibilities_", "counts_", "sums_",
-                "outer_", "means_", "covariances_", "weights_", "mean0_", "scale0_")
-
-    def _learned_state(self) -> dict:
-        state = {k: None if getattr(self, k) is None else getattr(self, k).detach().cpu()
-                 for k in self._TENSORS}
-        state["dead_clusters_"] = list(self.dead_clusters_)
-        state["n_iter_"] = self.n_iter_
-        return state
-
-    def _load_learned_state(self, state: dict) -> None:
-        for k in self._TENSORS:
-            setattr(self, k, None if state[k] is None else state[k].clone())
-        self.dead_clusters_ = list(state["dead_clusters_"])
-        self.n_iter_ = int(state["n_iter_"])
-
-    def _move_state(self, device) -> None:
-        for k in self._TENSORS:
-            value = getattr(self, k, None)
-            if value is not None:
-                setattr(self, k, value.to(device))
-
-    def extra_repr(self) -> str:
-        return (f"name={self.name!r}, n_clusters={self.n_clusters}, dim={self.dim}, alpha={self.alpha:g}, "
-                f"kappa0={self.kappa0:g}, nu0={self.nu0:g}, sweeps={self.sweeps}, "
-                f"block_size={self.block_size}, prior_variance={self.prior_variance!r}, "
-                f"init={self.init!r}, seed={self.seed}, device={self.device}")

@@ -43,16 +43,9 @@ approximation: tokens of a block do not see each other's new topics. With the de
 ``block_size`` (the number of documents) a block holds at most one token of each document when
 documents have equal lengths, so the document-topic counts every token sees are exact and only
 the topic-word counts lag by one block — the approximation of AD-LDA (Newman et al., 2009),
-which is small once each word's count is spread over many documents. On the 4-token corpus of
-``tests/test_lda.py`` — the worst case, where one token is half of a word's count — the
-stationary distribution is off by a total variation of 0.06-0.08 with the default two tokens
-per block and 0.3 with all four in one block (the exact sampler: 0.02, sampling noise).
-On 300 documents of 100 tokens (V = 40, K = 10, built as in ``benchmarks/bench_lda.py``),
-read every 50 sweeps from sweep 100 to 400, the log joint of the exact sampler (one chain)
-averaged -90,980 (sd 140), that of the default blocks -90,960 (sd 150; three chains), and that
-of one block of all 30,000 tokens -91,320 (sd 160): blocks of one token per document cost
-nothing measurable there, whole-corpus blocks do. A sweep of 3,000 such documents costs 100
-batched steps instead of 300,000.
+which is small once each word's count is spread over many documents and large when one token
+is much of a word's count (``tests/test_lda.py`` measures the worst case on a 4-token corpus;
+``benchmarks/bench_lda.py`` compares block sizes on a corpus of the benchmark's size).
 
 **Messages.** Port ``c`` sends ``topic_proportions_``: the posterior mean of ``theta_d`` given
 the topics, ``(n_dk + alpha) / (n_d + K alpha)``, *without* the received prior. The module's
@@ -65,6 +58,14 @@ The prior still shapes ``n_dk`` through the sampled topics, as a GMM's prior sha
 clusters. Each modality port sends ``P(w | d) = sum_k topic_posterior_[d, k] phi_{k,w}``, the
 predictive distribution of a new word of document ``d`` (prior included), which a recogniser
 uses to weight its hypotheses. :meth:`LDA.predict` is the argmax of ``topic_posterior_``.
+
+**A shared category.** Topic proportions are a mixture weight, too flat to say which single
+category a document belongs to. Once the module has joined a shared category
+(:meth:`LDA.category_join`, called by the tail-to-tail connection), it reads a topic as a
+category of whole documents instead (the mixture-of-unigrams reading): port ``c`` sends
+:meth:`LDA.category_likelihood`, how well each topic alone explains the document, scaled by the
+connection's evidence weight, and :meth:`LDA.predict` is the argmax of
+:meth:`LDA.category_posterior`, the same with the received prior.
 
 **Warm starts.** The first update draws every token's topic uniformly. A later update with the
 same scaled counts continues from the current topics. If the counts change (the recogniser
@@ -88,9 +89,10 @@ import torch
 
 from serket.clustering import kmeans_pp_start
 from serket.errors import ConfigError, DataError, MessageError
+from serket.inference import SharedCategory, best_of
 from serket.messages import Categorical, Counts, Message
 from serket.module import Module, Port
-from serket.validation import check_choice, check_int, check_real
+from serket.validation import check_int, check_items, check_real
 
 __all__ = [
     "LDA",
@@ -105,6 +107,13 @@ __all__ = [
     "topic_proportions",
     "topic_word",
 ]
+
+# a probability is floored here before its log: a zero is a large finite penalty, not -inf
+_LOG_FLOOR = 1e-30
+# keeps a divisor or a log's argument off exact zero, where the result is masked or never matters
+_NONZERO = 1e-300
+# float32 holds every integer below this exactly: counts of fewer tokens are kept in float32
+_FLOAT32_EXACT_COUNTS = 2 ** 24
 
 
 class Tokens(NamedTuple):
@@ -147,7 +156,7 @@ def scale_counts(counts: torch.Tensor, total: int) -> torch.Tensor:
     n, vocab = counts.shape
     sums = counts.sum(1, keepdim=True)
     filled = sums > 0
-    exact = torch.where(filled, counts * (float(total) / sums.clamp_min(1e-300)), 0.0)
+    exact = torch.where(filled, counts * (float(total) / sums.clamp_min(_NONZERO)), 0.0)
     floor = exact.floor()
     missing = torch.where(filled, float(total) - floor.sum(1, keepdim=True), 0.0).clamp(0, vocab)
     fraction = exact - floor
@@ -308,7 +317,7 @@ def topic_word(word_topic: torch.Tensor, vocab_sizes, beta: float) -> list[torch
 
 
 # --- the module ----------------------------------------------------------------------------------
-class LDA(Module):
+class LDA(SharedCategory, Module):
     """Multimodal LDA over bags of words, learned by blocked collapsed Gibbs sampling.
 
     Args:
@@ -338,8 +347,8 @@ class LDA(Module):
         one per modality (accepts ``counts`` or ``categorical``, sends ``categorical``, size
         V_m): bags of words in; out, ``P(w | d)``, each document's predictive word distribution.
         ``c`` (accepts ``categorical``, sends ``categorical``, size K): a per-document prior
-        over topics in; out, ``topic_proportions_`` (without the prior; see the module
-        docstring).
+        over topics in; out, ``topic_proportions_`` (without the prior), or once joined to a
+        shared category :meth:`category_likelihood` (see the module docstring).
 
     Learned state (after :meth:`update`): ``topics_`` (T,) each token's topic,
     ``token_counts_`` (D, V_total) the scaled counts the tokens came from, ``doc_topic_counts_``
@@ -347,7 +356,9 @@ class LDA(Module):
     ``c``), ``topic_posterior_`` (D, K) (with the prior; :meth:`predict` is its argmax),
     ``topic_word_`` ``{modality: (K, V_m)}`` (posterior mean phi), ``n_iter_`` (sweeps since
     the topics were initialised), ``changed_fraction_`` (tokens that changed topic in the last
-    sweep), ``rebuilt_`` (whether the last update rebuilt the tokens from new counts).
+    sweep), ``rebuilt_`` (whether the last update rebuilt the tokens from new counts),
+    ``chain_log_joints_`` (each first-update chain's collapsed log joint), ``category_weight_``
+    (the evidence weight of a shared category, set by :meth:`category_join`; None until joined).
 
     Example::
 
@@ -362,8 +373,7 @@ class LDA(Module):
 
     def __init__(self, name: str, n_topics: int = 10, vocab_sizes=None, *, alpha: float = 1.0,
                  beta: float = 1.0, tokens: int | None = 100, weights=None, sweeps: int = 100,
-                 block_size: int | None = None, chains: int = 1, category_message: str = "proportions",
-                 evidence_weight: float = 1.0, seed: int = 0, device="cpu"):
+                 block_size: int | None = None, chains: int = 1, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         if vocab_sizes is None:
             raise ConfigError(f"LDA {name!r}: vocab_sizes is required: (V_1, ...) or {{modality: V}}")
@@ -387,8 +397,6 @@ class LDA(Module):
         sweeps = check_int(self, "sweeps", sweeps, minimum=1)
         block_size = check_int(self, "block_size", block_size, minimum=1, none=True)
         chains = check_int(self, "chains", chains, minimum=1)
-        category_message = check_choice(self, "category_message", category_message, ("proportions", "likelihood"))
-        evidence_weight = check_real(self, "evidence_weight", evidence_weight, above=0)
         if not any(w > 0 for w in weights.values()):
             raise ConfigError(f"LDA {name!r}: weights must not all be 0 (no modality would give tokens), "
                               f"got {weights}")
@@ -409,9 +417,8 @@ class LDA(Module):
         self.sweeps = sweeps
         self.block_size = block_size
         self.chains = chains
-        self.category_message = category_message
-        self.evidence_weight = evidence_weight
         self.chain_log_joints_: list[float] = []
+        self.category_weight_ = None  # the evidence weight of a shared category, once joined
         self._vocab_total = sum(self.vocab_sizes.values())
         starts = itertools.accumulate(self.vocab_sizes.values(), initial=0)
         self._offsets = dict(zip(self.modalities, starts))  # where each modality's word ids begin
@@ -448,7 +455,7 @@ class LDA(Module):
         self.n_iter_ = 0
         self.changed_fraction_ = float("nan")
         self.rebuilt_ = False
-        self._tokens: Tokens | None = None
+        self._cached_tokens: Tokens | None = None
 
     def ports(self):
         ports = {
@@ -474,11 +481,10 @@ class LDA(Module):
                 if bool((counts != counts.round()).any()):
                     raise DataError(f"LDA {self.name!r}: counts on port {port!r} must be whole numbers "
                                     f"when tokens=None")
+        # every modality and the prior on 'c' describe the same documents
         for other, received in self.inbox.items():
-            if other != port and received.n_items != n:
-                raise MessageError(f"LDA {self.name!r}: port {port!r} got {n} items but port {other!r} "
-                                   f"has {received.n_items}; every modality and the prior on 'c' must "
-                                   f"describe the same documents")
+            if other != port:
+                check_items(self, f"port {port!r}", n, f"port {other!r}", received.n_items)
 
     def fit(self, c=None, **modalities) -> "LDA":
         """Use the module alone: each modality's counts (N, V_m) as tensors or messages, and an
@@ -502,9 +508,7 @@ class LDA(Module):
                             f"{list(self.modalities)}")
         n_docs = self.inbox[present[0]].n_items
         for m in present[1:] + (["c"] if "c" in self.inbox else []):
-            if self.inbox[m].n_items != n_docs:
-                raise MessageError(f"LDA {self.name!r}: port {m!r} has {self.inbox[m].n_items} items but "
-                                   f"port {present[0]!r} has {n_docs}")
+            check_items(self, f"port {m!r}", self.inbox[m].n_items, f"port {present[0]!r}", n_docs)
         blocks = []
         raw_lengths = torch.zeros(n_docs, dtype=torch.float64, device=self.device)
         for m in self.modalities:
@@ -542,15 +546,15 @@ class LDA(Module):
                                        torch.tensor(list(self.vocab_sizes.values()), device=self.device))
 
     def _count_dtype(self, n_tokens: int):
-        return torch.float32 if n_tokens < 2 ** 24 else torch.float64
+        return torch.float32 if n_tokens < _FLOAT32_EXACT_COUNTS else torch.float64
 
     def _prepare(self, token_counts: torch.Tensor) -> None:
         """Initialise or rebuild the tokens for ``token_counts``; decide whether to warm-start."""
         self.rebuilt_ = False
         same_docs = self.token_counts_ is not None and self.token_counts_.shape == token_counts.shape
         if same_docs and torch.equal(self.token_counts_, token_counts):
-            if self._tokens is None:
-                self._tokens = build_tokens(token_counts, self._word_modality())
+            if self._cached_tokens is None:
+                self._cached_tokens = build_tokens(token_counts, self._word_modality())
             return
         tokens = build_tokens(token_counts, self._word_modality())
         if tokens.n_tokens == 0:
@@ -566,20 +570,18 @@ class LDA(Module):
         else:
             topics = torch.randint(self.n_topics, (tokens.n_tokens,), generator=self.generator, device=self.device)
             self.n_iter_ = 0
-        self._tokens, self.topics_, self.token_counts_ = tokens, topics, token_counts
+        self._cached_tokens, self.topics_, self.token_counts_ = tokens, topics, token_counts
 
     def _doc_prior(self, n_docs: int, dtype) -> torch.Tensor | None:
         prior = self.inbox.get("c")
         if prior is None:
             return None
-        if prior.n_items != n_docs:
-            raise MessageError(f"LDA {self.name!r}: the prior on port 'c' has {prior.n_items} items but "
-                               f"the bags of words have {n_docs}")
+        check_items(self, "the prior on port 'c'", prior.n_items, "the bags of words", n_docs)
         return prior.probs.to(dtype)
 
     def _run(self, n_sweeps: int, trace: bool = False):
         self._prepare(self._token_counts())
-        tokens = self._tokens
+        tokens = self._cached_tokens
         dtype = self._count_dtype(tokens.n_tokens)
         doc_prior = self._doc_prior(tokens.n_docs, dtype)
         counts = topic_counts(tokens, self.topics_, self.n_topics, self._vocab_total, len(self.modalities), dtype)
@@ -595,7 +597,6 @@ class LDA(Module):
         self.n_iter_ += n_sweeps
         self.changed_fraction_ = float(changed) / max(1, tokens.n_tokens)
         self._summarise(counts)
-        self.n_updates += 1
         return torch.stack(history) if trace else None
 
     def _summarise(self, counts: TopicCounts) -> None:
@@ -622,18 +623,16 @@ class LDA(Module):
     def _best_of_chains(self) -> None:
         """The first update with ``chains`` independent chains from random topics, keeping the one
         with the highest collapsed log joint (an unsupervised choice: labels never enter)."""
-        best, scores = None, []
-        for _ in range(self.chains):
+        def chain():
             self._clear_learned()
             self._run(self.sweeps)
-            self.n_updates -= 1
-            scores.append(self.log_joint())
-            if best is None or scores[-1] > best[0]:
-                best = (scores[-1], self._learned_state())
-        self._load_learned_state(best[1])
-        self._move_state(self.device)
+            # each chain starts from new tensors, so the ones kept here stay as this chain left them
+            return self.log_joint(), {**self._learned(), "_cached_tokens": self._cached_tokens}
+
+        _, kept, scores = best_of(chain for _ in range(self.chains))
+        for key, value in kept.items():
+            setattr(self, key, value)
         self.chain_log_joints_ = scores
-        self.n_updates += 1
 
     def sample_topics(self, n_sweeps: int) -> torch.Tensor:
         """Like :meth:`update` with ``n_sweeps`` sweeps; returns the (n_sweeps, T) token topics
@@ -643,10 +642,10 @@ class LDA(Module):
     def token_table(self) -> dict[str, torch.Tensor]:
         """The current tokens as flat (T,) tensors: ``doc``, ``modality`` (index into
         :attr:`modalities`), ``word`` (id within its modality) and ``topic``."""
-        if self._tokens is None:
+        if self._cached_tokens is None:
             raise DataError(f"LDA {self.name!r}: there are no tokens before the first update")
         offsets = torch.tensor(list(self._offsets.values()), device=self.device)
-        t = self._tokens
+        t = self._cached_tokens
         return {"doc": t.docs, "modality": t.modalities, "word": t.words - offsets[t.modalities],
                 "topic": self.topics_}
 
@@ -658,13 +657,14 @@ class LDA(Module):
         for m in self.modalities:
             words = theta @ self.topic_word_[m].to(torch.float64)
             out[m] = Categorical((words / words.sum(1, keepdim=True)).float())
-        out["c"] = Categorical(self.topic_proportions_ if self.category_message == "proportions"
+        out["c"] = Categorical(self.topic_proportions_ if self.category_weight_ is None
                                else self.category_likelihood())
         return out
 
     def _topic_log_likelihood(self) -> torch.Tensor:
-        """``evidence_weight * sum_v n_dv log phi_cv``: each topic's log likelihood of the whole
-        document ``d`` as if all its tokens came from that topic, (D, K) float64."""
+        """``weight * sum_v n_dv log phi_cv``: each topic's log likelihood of the whole document
+        ``d`` as if all its tokens came from that topic, times the evidence weight (1 when not
+        joined), (D, K) float64."""
         if self.token_counts_ is None:
             raise DataError(f"LDA {self.name!r}: no category likelihood before the first update")
         log_phi = torch.cat([self.topic_word_[m].to(torch.float64) for m in self.modalities], 1).log()
@@ -672,29 +672,34 @@ class LDA(Module):
 
     def category_likelihood(self) -> torch.Tensor:
         """P(c | w_d) for a document whose tokens all come from the one topic ``c`` (uniform
-        prior over ``c``): ``softmax_c(evidence_weight * sum_v n_dv log phi_cv)``, (D, K).
+        prior over ``c``): ``softmax_c(weight * sum_v n_dv log phi_cv)``, (D, K), with the
+        evidence weight given by :meth:`category_join` (1 when not joined).
 
         This is what a shared category needs from the module: how well each topic alone explains
         the whole document (the mixture-of-unigrams reading of a topic as a category), without the
-        received prior. ``evidence_weight`` < 1 counts the tokens as fewer independent draws:
-        bags of words averaged over a recogniser's N-best paths and scaled to ``tokens`` are
-        strongly correlated, and would otherwise outvote every other module.
+        received prior. Once joined, it is what port ``c`` sends.
         """
         return torch.softmax(self._topic_log_likelihood(), 1).float()
 
     def category_posterior(self) -> torch.Tensor:
-        """P(c | w_d, prior) in the single-topic reading of ``category_message="likelihood"``:
-        :meth:`category_likelihood` times the received prior as the sampler applies it, once per
-        token (so a prior sent as the ``n``-th root counts once for a document of ``n`` tokens),
-        (D, K)."""
+        """P(c | w_d, prior) in the single-topic reading of :meth:`category_likelihood`: that
+        times the received prior as the sampler applies it, once per token (so a prior sent as the
+        ``n``-th root counts once for a document of ``n`` tokens), (D, K). Once joined, it is what
+        :meth:`predict` reads."""
         log_post = self._topic_log_likelihood()
         prior = self._doc_prior(log_post.shape[0], torch.float64)
         if prior is not None:
             n_tokens = self.token_counts_.sum(1, keepdim=True).to(torch.float64)
-            log_post = log_post + n_tokens * prior.clamp_min(1e-30).log()
+            log_post = log_post + n_tokens * prior.clamp_min(_LOG_FLOOR).log()
         return torch.softmax(log_post, 1).float()
 
-    # --- a shared category (see serket.module.Module.category_fit) --------------------------------
+    # --- a shared category (see serket.inference.SharedCategory) ---------------------------------
+    def category_join(self, port, evidence_weight=1.0):
+        """Joined to a shared category: from now on port ``c`` sends
+        :meth:`category_likelihood` and :meth:`predict` reads :meth:`category_posterior`, each with
+        ``evidence_weight`` on the document's log likelihood."""
+        self.category_weight_ = check_real(self, "evidence_weight", evidence_weight, above=0)
+
     def _category_counts(self) -> torch.Tensor:
         if self.token_counts_ is None:
             raise DataError(f"LDA {self.name!r}: a shared category needs one update first (no tokens yet)")
@@ -713,15 +718,17 @@ class LDA(Module):
                           for block in counts.split(list(self.vocab_sizes.values()), 1)], 1)
 
     def category_log_likelihood(self, port, params):
-        """``evidence_weight * sum_v n_dv log phi_cv`` for log phi ``params`` (K, V_total)."""
-        return self.evidence_weight * (self._category_counts() @ params.T)
+        """``weight * sum_v n_dv log phi_cv`` for log phi ``params`` (K, V_total), with the evidence
+        weight of :meth:`category_join` (1 when not joined)."""
+        weight = 1.0 if self.category_weight_ is None else self.category_weight_
+        return weight * (self._category_counts() @ params.T)
 
     def category_adopt(self, port, responsibilities, params):
         """Redraw every token's topic from ``r_dk phi_k(w)`` (its document's category and its
         word); the chain continues from there."""
         self._prepare(self.token_counts_)
-        tokens = self._tokens
-        log_p = (responsibilities.to(torch.float64).clamp_min(1e-30).log()[tokens.docs]
+        tokens = self._cached_tokens
+        log_p = (responsibilities.to(torch.float64).clamp_min(_LOG_FLOOR).log()[tokens.docs]
                  + params.T[tokens.words])
         self.topics_ = torch.multinomial(torch.softmax(log_p, 1), 1, generator=self.generator).squeeze(1)
         dtype = self._count_dtype(tokens.n_tokens)
@@ -730,12 +737,12 @@ class LDA(Module):
 
     def predict(self) -> torch.Tensor | None:
         """Each document's category, (N,) long: the argmax of ``topic_posterior_`` (its most
-        probable topic), or with ``category_message="likelihood"`` the argmax of
+        probable topic), or once joined to a shared category the argmax of
         :meth:`category_posterior` (the topic that best explains the whole document, prior
         included)."""
         if self.topic_posterior_ is None:
             return None
-        if self.category_message == "likelihood":
+        if self.category_weight_ is not None:
             return self.category_posterior().argmax(1)
         return self.topic_posterior_.argmax(1)
 
@@ -759,7 +766,7 @@ class LDA(Module):
             if total == 0:
                 continue
             words = self.topic_posterior_.double() @ self.topic_word_[m].double()
-            out[m] = math.exp(-float((counts * words.clamp_min(1e-300).log()).sum()) / total)
+            out[m] = math.exp(-float((counts * words.clamp_min(_NONZERO).log()).sum()) / total)
         return out
 
     def diagnostics(self) -> dict:
@@ -771,39 +778,3 @@ class LDA(Module):
                 "changed_fraction": self.changed_fraction_, "rebuilt": self.rebuilt_,
                 "topic_sizes": self.doc_topic_counts_.sum(0).tolist(), "perplexity": self.perplexity(),
                 "empty_documents": int((self.token_counts_.sum(1) == 0).sum())}
-
-    # --- state -----------------------------------------------------------------------------------
-    _TENSORS = ("topics_", "token_counts_", "doc_topic_counts_", "topic_word_counts_",
-                "topic_proportions_", "topic_posterior_")
-
-    def _learned_state(self) -> dict:
-        state = {k: None if getattr(self, k) is None else getattr(self, k).detach().cpu() for k in self._TENSORS}
-        state["topic_word_"] = {m: v.detach().cpu() for m, v in self.topic_word_.items()}
-        state["n_iter_"] = self.n_iter_
-        state["changed_fraction_"] = self.changed_fraction_
-        state["rebuilt_"] = self.rebuilt_
-        return state
-
-    def _load_learned_state(self, state: dict) -> None:
-        for k in self._TENSORS:
-            setattr(self, k, None if state[k] is None else state[k].clone())
-        self.topic_word_ = {m: v.clone() for m, v in state["topic_word_"].items()}
-        self.n_iter_ = int(state["n_iter_"])
-        self.changed_fraction_ = float(state["changed_fraction_"])
-        self.rebuilt_ = bool(state["rebuilt_"])
-        self._tokens = None  # rebuilt from token_counts_ (deterministically) on the next update
-
-    def _move_state(self, device) -> None:
-        for k in self._TENSORS:
-            value = getattr(self, k, None)
-            if value is not None:
-                setattr(self, k, value.to(device))
-        self.topic_word_ = {m: v.to(device) for m, v in getattr(self, "topic_word_", {}).items()}
-        self._tokens = None
-
-    def extra_repr(self) -> str:
-        vocab = ", ".join(f"{m}={v}" for m, v in self.vocab_sizes.items())
-        return (f"name={self.name!r}, n_topics={self.n_topics}, vocab_sizes=({vocab}), alpha={self.alpha:g}, "
-                f"beta={self.beta:g}, tokens={self.tokens}, sweeps={self.sweeps}, block_size={self.block_size}, chains={self.chains}, "
-                f"category_message={self.category_message!r}, evidence_weight={self.evidence_weight:g}, "
-                f"seed={self.seed}, device={self.device}")

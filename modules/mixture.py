@@ -31,15 +31,27 @@ import math
 import torch
 from torch import nn
 
-from serket.clustering import kmeans_pp_start
-from serket.errors import DataError, MessageError
+from serket.clustering import kmeans_pp_centres, kmeans_pp_start, lloyd
+from serket.errors import DataError
+from serket.inference import SharedCategory, best_of
 from serket.messages import Categorical, Gaussian, Message
-from serket.module import Module, Port, Rows
-from serket.validation import check_choice, check_int, check_real
+from serket.module import JointTraining, Module, Port, Rows
+from serket.modules.nn import gaussian_log_density
+from serket.validation import check_choice, check_int, check_items, check_real
 
 __all__ = ["MixturePrior", "diagonal_mixture_log_density"]
 
-_LOG_2PI = math.log(2 * math.pi)
+# probabilities are floored here before their log: a zero prior probability is "very unlikely",
+# not -inf (which would turn a sum of log probabilities into NaN)
+_PROB_FLOOR = 1e-30
+# a component whose soft count falls below this has no data: EM keeps its parameters
+_EMPTY_COUNT = 1e-3
+# the smallest mixing weight EM gives a component, so that its log stays finite
+_WEIGHT_FLOOR = 1e-8
+# Lloyd iterations refining each k-means++ seeding before EM
+_LLOYD_ITERATIONS = 10
+# the smallest soft count the shared-category M step divides by
+_SOFT_COUNT_FLOOR = 1e-6
 
 
 def diagonal_mixture_log_density(x, means, log_var, log_weights):
@@ -47,13 +59,12 @@ def diagonal_mixture_log_density(x, means, log_var, log_weights):
 
     ``log_weights`` is (K,) or (N, K) (per-item component weights, normalised over K).
     """
-    diff = x[:, None, :] - means[None]                                       # (N, K, D)
-    log_comp = -0.5 * ((diff.pow(2) / log_var.exp()[None]) + log_var[None] + _LOG_2PI).sum(-1)
+    log_comp = gaussian_log_density(x[:, None, :], means[None], log_var[None])   # (N, K)
     joint = log_comp + log_weights
     return torch.logsumexp(joint, dim=1), joint
 
 
-class MixturePrior(Module):
+class MixturePrior(SharedCategory, JointTraining, Module):
     """Diagonal Gaussian mixture over a latent: EM alternately, gradient jointly.
 
     Args:
@@ -66,6 +77,11 @@ class MixturePrior(Module):
         min_var: floor on every component variance.
         lr: Adam's learning rate for joint training.
         prior_variance: ``"cluster"`` or ``"unit"``: the variance sent down on ``x``.
+
+    Learned state: the parameters ``means`` (K, D), ``log_var`` (K, D) and ``logits`` (K);
+    ``optimizer_`` (Adam, for joint training), ``responsibilities_`` (N, K) P(c_i | x_i) without
+    the prior on ``c``, ``log_likelihood_`` (each update's mean log p(x)) and
+    ``category_weight_`` (the evidence weight of a joint category fit it joined, else None).
 
     Example::
 
@@ -88,10 +104,11 @@ class MixturePrior(Module):
         self.log_var = nn.Parameter(torch.zeros(self.n_clusters, self.dim, device=self.device))
         self.logits = nn.Parameter(torch.zeros(self.n_clusters, device=self.device))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool, device=self.device))
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.optimizer_ = torch.optim.Adam(self.parameters(), lr=self.lr)
         self.responsibilities_: torch.Tensor | None = None
         self.log_likelihood_: list[float] = []
-        self._joint_nll = None
+        self.category_weight_: float | None = None
+        self._joint_nll, self._joint_items = None, 0
 
     # --- the protocol ---------------------------------------------------------------------------
     def ports(self):
@@ -112,9 +129,8 @@ class MixturePrior(Module):
             raise DataError(f"MixturePrior {self.name!r}: no data received on port 'x'")
         x = self.inbox["x"].values
         prior = self.inbox.get("c")
-        if prior is not None and prior.n_items != x.shape[0]:
-            raise MessageError(f"MixturePrior {self.name!r}: the prior on 'c' has {prior.n_items} items "
-                               f"but 'x' has {x.shape[0]}")
+        if prior is not None:
+            check_items(self, "the prior on 'c'", prior.n_items, "'x'", x.shape[0])
         return x
 
     def _log_weights(self, idx=None) -> torch.Tensor:
@@ -123,34 +139,22 @@ class MixturePrior(Module):
         if prior is None:
             return log_pi
         probs = prior.probs if idx is None else prior.probs[idx]
-        return torch.log_softmax(log_pi + probs.clamp_min(1e-30).log(), dim=1)
+        return torch.log_softmax(log_pi + probs.clamp_min(_PROB_FLOOR).log(), dim=1)
 
     def _log_var(self) -> torch.Tensor:
         return self.log_var.clamp_min(math.log(self.min_var))
 
     # --- EM ---------------------------------------------------------------------------------------
     def _kmeans_pp(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        first = torch.randint(n, (1,), generator=self.generator, device=x.device)
-        centres = x[first]
-        for _ in range(1, self.n_clusters):
-            d2 = torch.cdist(x, centres).pow(2).min(1).values
-            # D^2 sampling; once every point coincides with a centre (a collapsed latent, fewer
-            # distinct points than components) all distances are 0 and the draw is uniform
-            total = d2.sum()
-            probs = torch.where(total > 0, d2 / total, torch.ones_like(d2))
-            pick = torch.multinomial(probs, 1, generator=self.generator)
-            centres = torch.cat([centres, x[pick]])
-        for _ in range(10):  # a few Lloyd iterations
-            assign = torch.cdist(x, centres).argmin(1)
-            sums = torch.zeros_like(centres).index_add_(0, assign, x)
-            counts = torch.bincount(assign, minlength=self.n_clusters).to(x.dtype)[:, None]
-            centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
-        return centres
+        """k-means++ centres refined by Lloyd iterations (in the arithmetic the pinned figures
+        were drawn with: ``cdist`` distances, normalised weights)."""
+        centres = kmeans_pp_centres(x, self.n_clusters, self.generator, distances="cdist", normalise=True, fallback=1.0)
+        return lloyd(x, centres, _LLOYD_ITERATIONS, distances="cdist")
 
     def _em(self, x, means, log_var, logits, iterations):
+        """``iterations`` of EM from the given parameters: ``(mean log p(x), (means, log_var, logits))``."""
         prior = self.inbox.get("c")
-        log_prior = None if prior is None else prior.probs.clamp_min(1e-30).log()
+        log_prior = None if prior is None else prior.probs.clamp_min(_PROB_FLOOR).log()
         ll = torch.tensor(float("-inf"), device=x.device)
         for _ in range(iterations):
             log_w = torch.log_softmax(logits, 0)
@@ -160,35 +164,38 @@ class MixturePrior(Module):
             ll = log_px.mean()
             r = torch.softmax(joint, 1)
             nk = r.sum(0)
-            alive = nk > 1e-3
-            new_means = (r.T @ x) / nk.clamp_min(1e-3)[:, None]
-            new_var = (r.T @ x.pow(2)) / nk.clamp_min(1e-3)[:, None] - new_means.pow(2)
+            alive = nk > _EMPTY_COUNT
+            new_means = (r.T @ x) / nk.clamp_min(_EMPTY_COUNT)[:, None]
+            new_var = (r.T @ x.pow(2)) / nk.clamp_min(_EMPTY_COUNT)[:, None] - new_means.pow(2)
             means = torch.where(alive[:, None], new_means, means)
             log_var = torch.where(alive[:, None], new_var.clamp_min(self.min_var).log(), log_var)
-            logits = (nk / x.shape[0]).clamp_min(1e-8).log()
-        return means, log_var, logits, float(ll)
+            logits = (nk / x.shape[0]).clamp_min(_WEIGHT_FLOOR).log()
+        return float(ll), (means, log_var, logits)
 
     def update(self) -> None:
         self._fit(self._data())
-        self.n_updates += 1
 
     @torch.no_grad()
     def _fit(self, x: torch.Tensor) -> None:
+        """EM continued from the current parameters against ``restarts`` fresh k-means++ starts;
+        the likeliest fit is kept."""
         spread = x.var(0, unbiased=False).clamp_min(self.min_var).log()
-        candidates = []
-        if bool(self.initialised):  # EM continued from the current parameters ...
-            candidates.append(self._em(x, self.means.detach(), self._log_var().detach(),
-                                       self.logits.detach(), max(self.em_iterations, 1)))
-        for _ in range(self.restarts):  # ... against fresh k-means++ starts: the likeliest wins
-            start = (self._kmeans_pp(x), spread.expand(self.n_clusters, -1).clone(),
-                     torch.zeros(self.n_clusters, device=x.device))
-            candidates.append(self._em(x, *start, max(self.em_iterations, 1)))
-        means, log_var, logits, ll = max(candidates, key=lambda c: c[3])
+        iterations = max(self.em_iterations, 1)
+
+        def continued():
+            return self._em(x, self.means.detach(), self._log_var().detach(), self.logits.detach(), iterations)
+
+        def fresh():
+            return self._em(x, self._kmeans_pp(x), spread.expand(self.n_clusters, -1).clone(),
+                            torch.zeros(self.n_clusters, device=x.device), iterations)
+
+        starts = ([continued] if bool(self.initialised) else []) + [fresh] * self.restarts
+        best, (means, log_var, logits), scores = best_of(starts)
         self.initialised.fill_(True)
         self.means.copy_(means)
         self.log_var.copy_(log_var)
         self.logits.copy_(logits)
-        self.log_likelihood_.append(ll)
+        self.log_likelihood_.append(scores[best])
         self._refresh(x)
 
     @torch.no_grad()
@@ -197,7 +204,11 @@ class MixturePrior(Module):
         _, joint = diagonal_mixture_log_density(x, self.means, self._log_var(), pi_only)
         self.responsibilities_ = torch.softmax(joint, 1)
 
-    # --- a shared category (see serket.module.Module.category_fit) --------------------------------
+    # --- a shared category (the protocol serket.inference.SharedCategory) -------------------------
+    def category_join(self, port, evidence_weight=1.0):
+        """Remember the evidence weight that scales :meth:`category_log_likelihood`."""
+        self.category_weight_ = check_real(self, "evidence_weight", evidence_weight, above=0)
+
     def category_start(self, port, generator):
         """A k-means++ clustering of the data (hard responsibilities)."""
         return kmeans_pp_start(self._data(), self.n_clusters, generator)
@@ -207,18 +218,20 @@ class MixturePrior(Module):
         """Each component's mean and diagonal variance from soft counts (the M step)."""
         x = self._data().to(torch.float64)
         r = responsibilities.to(torch.float64)
-        nk = r.sum(0).clamp_min(1e-6)[:, None]
+        nk = r.sum(0).clamp_min(_SOFT_COUNT_FLOOR)[:, None]
         means = (r.T @ x) / nk
         var = ((r.T @ x.pow(2)) / nk - means.pow(2)).clamp_min(self.min_var)
         return means, var.log()
 
     @torch.no_grad()
     def category_log_likelihood(self, port, params):
-        """The Gaussian density of each item under each component (weights left out)."""
+        """The Gaussian log density of each item under each component (weights left out), times
+        the evidence weight it joined with."""
         means, log_var = params
         x = self._data().to(torch.float64)
         zeros = torch.zeros(self.n_clusters, dtype=torch.float64, device=x.device)
-        return diagonal_mixture_log_density(x, means, log_var, zeros)[1]
+        weight = 1.0 if self.category_weight_ is None else self.category_weight_
+        return diagonal_mixture_log_density(x, means, log_var, zeros)[1] * weight
 
     @torch.no_grad()
     def category_adopt(self, port, responsibilities, params):
@@ -226,7 +239,7 @@ class MixturePrior(Module):
         self.initialised.fill_(True)
         self.means.copy_(means)
         self.log_var.copy_(log_var)
-        self.logits.copy_(responsibilities.mean(0).clamp_min(1e-8).log())
+        self.logits.copy_(responsibilities.mean(0).clamp_min(_WEIGHT_FLOOR).log())
         self._refresh(self._data())
 
     # --- joint training ---------------------------------------------------------------------------
@@ -266,7 +279,9 @@ class MixturePrior(Module):
             self.log_var.clamp_(min=math.log(self.min_var))
         self.log_likelihood_.append(-float(self._joint_nll) / max(self._joint_items, 1))
         self._refresh(self._data())
-        self.n_updates += 1
+
+    def joint_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizer_
 
     # --- outputs ----------------------------------------------------------------------------------
     def publish(self):
@@ -280,10 +295,10 @@ class MixturePrior(Module):
     def predict(self):
         if self.responsibilities_ is None:
             return None
-        log_r = self.responsibilities_.clamp_min(1e-30).log()
+        log_r = self.responsibilities_.clamp_min(_PROB_FLOOR).log()
         prior = self.inbox.get("c")
         if prior is not None and prior.n_items == log_r.shape[0]:
-            log_r = log_r + prior.probs.clamp_min(1e-30).log()
+            log_r = log_r + prior.probs.clamp_min(_PROB_FLOOR).log()
         return log_r.argmax(1)
 
     def log_likelihood(self) -> float:
@@ -293,25 +308,5 @@ class MixturePrior(Module):
         return float(log_px.mean())
 
     def diagnostics(self) -> dict:
+        """The mean log likelihood of the last update."""
         return {"log_likelihood": self.log_likelihood_[-1]} if self.log_likelihood_ else {}
-
-    # --- state --------------------------------------------------------------------------------------
-    def _learned_state(self):
-        return {"optimizer": self.optimizer.state_dict(),
-                "responsibilities": None if self.responsibilities_ is None else self.responsibilities_.cpu(),
-                "log_likelihood": list(self.log_likelihood_)}
-
-    def _load_learned_state(self, state):
-        self.optimizer.load_state_dict(state["optimizer"])
-        r = state["responsibilities"]
-        self.responsibilities_ = None if r is None else r.to(self.device)
-        self.log_likelihood_ = list(state["log_likelihood"])
-
-    def _move_state(self, device):
-        if getattr(self, "responsibilities_", None) is not None:
-            self.responsibilities_ = self.responsibilities_.to(device)
-
-    def extra_repr(self):
-        return (f"name={self.name!r}, n_clusters={self.n_clusters}, dim={self.dim}, em_iterations={self.em_iterations}, "
-                f"restarts={self.restarts}, min_var={self.min_var}, lr={self.lr}, prior_variance={self.prior_variance!r}, "
-                f"device={self.device}")

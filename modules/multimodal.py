@@ -31,27 +31,25 @@ Trained alternately (:meth:`update`: epochs of Adam on the fixed prior message) 
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from serket.connections import product_of_gaussians
-from serket.errors import ConfigError, DataError, MessageError
+from serket.errors import ConfigError, DataError
 from serket.messages import Gaussian, Samples
-from serket.module import Module, Port, Rows, derive_seed
-from serket.modules.vae import EncoderState, _MLPDecoder, _MLPEncoder, gaussian_kl, gaussian_neg_entropy
-from serket.validation import check_choice, check_int, check_real, check_sizes
+from serket.module import JointTraining, Module, Port, Rows, derive_seed
+from serket.modules.nn import (MLPDecoder, MLPEncoder, gaussian_kl, gaussian_neg_entropy, reconstruction_nll,
+                               reparameterised_sample)
+from serket.validation import check_choice, check_int, check_items, check_real, check_sizes
 
 __all__ = ["MVAE", "JMVAE"]
 
-_LOG_2PI = math.log(2 * math.pi)
 _RESERVED = ("z", "mask")
 
 
-class _MultimodalVAE(EncoderState, Module):
+class _MultimodalVAE(JointTraining, Module):
     """What MVAE and JMVAE share: ports, decoders, likelihoods, training loops, state."""
 
     def __init__(self, name: str, modalities: dict, *, likelihoods: dict | None = None,
@@ -99,24 +97,24 @@ class _MultimodalVAE(EncoderState, Module):
         self.kl_weight, self.kl_anneal, self.send = kl_weight, kl_anneal, send
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, self.name + "/weights"))
-            self.encoders = nn.ModuleDict({m: _MLPEncoder(w, self.hidden, self.z_dim) for m, w in self.modalities.items()})
-            self.decoders = nn.ModuleDict({m: _MLPDecoder(self.z_dim, self.hidden, w) for m, w in self.modalities.items()})
+            self.encoders = nn.ModuleDict({m: MLPEncoder(w, self.hidden, self.z_dim) for m, w in self.modalities.items()})
+            self.decoders = nn.ModuleDict({m: MLPDecoder(self.z_dim, self.hidden, w) for m, w in self.modalities.items()})
             self.out_logvar = nn.ParameterDict({m: nn.Parameter(torch.zeros(w)) for m, w in self.modalities.items()
                                                 if self.likelihoods[m] == "gaussian"})
             self._build_extra()
         self.to(self.device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
-        self.loss_history_: list[dict[str, float]] = []
-        self.latent_: torch.Tensor | None = None
+        self.optimizer_ = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.loss_history_: list[dict[str, float]] = []  # the terms of each update, averaged over items
+        self.latent_: torch.Tensor | None = None          # what it last published on z
         self.posterior_: Gaussian | None = None
+        self._joint_totals, self._joint_items = None, 0
 
     def _build_extra(self) -> None:
         """Hook for subclasses' extra networks (built from the module's weight stream)."""
 
     # --- inference and generation ----------------------------------------------------------------
     def _expert(self, m, x):
-        mu, logvar = self.encoders[m](x)
-        return mu, logvar.clamp(-12.0, 8.0)
+        return self.encoders[m](x)
 
     def _experts(self, batch, mask):
         """Each given modality's expert q_m(z | x_m): lists of means and variances, (B, z_dim)
@@ -169,14 +167,7 @@ class _MultimodalVAE(EncoderState, Module):
 
     # --- the objective -----------------------------------------------------------------------------
     def _reconstruction(self, m, x, z):
-        out = self.decoders[m](z)
-        if self.likelihoods[m] == "bernoulli":
-            return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
-        lv = self.out_logvar[m]
-        return 0.5 * ((x - out).pow(2) / lv.exp() + lv + _LOG_2PI).sum(-1)
-
-    def _noise(self, like):
-        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        return reconstruction_nll(x, self.decoders[m](z), self.likelihoods[m], self.out_logvar.get(m))
 
     def _terms(self, batch, mask):
         """The ELBO terms: a list of ``(label, mu, logvar, reconstructed modalities, item weight)``
@@ -193,7 +184,7 @@ class _MultimodalVAE(EncoderState, Module):
         total = torch.zeros(b, device=mask.device)
         report, rows = {}, []
         for label, mu, logvar, targets, weight in elbo_terms:
-            z = mu + (0.5 * logvar).exp() * self._noise(mu)
+            z = reparameterised_sample(mu, logvar, self.generator)
             rec_sum = torch.zeros(b, device=mask.device)
             for m in targets:
                 present = mask[:, self.names.index(m)]
@@ -255,17 +246,17 @@ class _MultimodalVAE(EncoderState, Module):
             raise DataError(f"{type(self).__name__} {self.name!r}: no data received on ports {missing} "
                             f"(send zeros and a mask for a modality that is missing for some items)")
         data = {m: self.inbox[m].values for m in self.names}
-        n = {m: x.shape[0] for m, x in data.items()}
+        first, n = self.names[0], data[self.names[0]].shape[0]
+        for m in self.names[1:]:
+            check_items(self, f"port {m!r}", data[m].shape[0], f"port {first!r}", n)
         mask = self.inbox["mask"].values if "mask" in self.inbox else None
         if mask is not None:
-            n["mask"] = mask.shape[0]
+            check_items(self, "the mask", mask.shape[0], f"port {first!r}", n)
         prior = self.inbox.get("z")
         if prior is not None:
-            n["z (prior)"] = prior.n_items
-        if len(set(n.values())) > 1:
-            raise MessageError(f"{type(self).__name__} {self.name!r}: the ports hold different numbers of items: {n}")
+            check_items(self, "the prior on port 'z'", prior.n_items, f"port {first!r}", n)
         if mask is None:
-            mask = torch.ones(next(iter(n.values())), len(self.names), device=self.device)
+            mask = torch.ones(n, len(self.names), device=self.device)
         return data, mask, prior
 
     def _run_batch(self, data, mask, prior, idx, scored=False, kl_scale=1.0):
@@ -293,15 +284,14 @@ class _MultimodalVAE(EncoderState, Module):
             for start in range(0, n, self.batch_size):
                 idx = order[start:start + self.batch_size]
                 loss, report, _ = self._run_batch(data, mask, prior, idx, kl_scale=kl_scale)
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer_.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
+                self.optimizer_.step()
                 for k, v in report.items():
                     totals[k] = totals.get(k, 0.0) + v.detach() * idx.numel()
         if totals:
             self._record(totals, n)
         self._publish_latent(data, mask)
-        self.n_updates += 1
 
     def _check_training_mask(self, mask) -> None:
         """Hook: JMVAE refuses incomplete items."""
@@ -311,10 +301,15 @@ class _MultimodalVAE(EncoderState, Module):
         with torch.no_grad():
             mu, logvar = self.posterior(data, mask)
         self.posterior_ = Gaussian(mu, logvar.exp())
-        self.latent_ = mu if self.send == "mean" else mu + (0.5 * logvar).exp() * self._noise(mu)
+        self.latent_ = mu if self.send == "mean" else reparameterised_sample(mu, logvar, self.generator)
 
     def publish(self):
         return {} if self.latent_ is None else {"z": Samples(self.latent_)}
+
+    def diagnostics(self) -> dict:
+        """Every term of the last update (reconstruction per modality, KL per ELBO term,
+        penalties), averaged over items."""
+        return dict(self.loss_history_[-1]) if self.loss_history_ else {}
 
     # --- joint training ------------------------------------------------------------------------------
     def joint_begin(self) -> None:
@@ -336,16 +331,9 @@ class _MultimodalVAE(EncoderState, Module):
             self._record(self._joint_totals, self._joint_items)
         data, mask, _ = self._inputs()
         self._publish_latent(data, mask)
-        self.n_updates += 1
 
-    def extra_repr(self):
-        return (f"name={self.name!r}, modalities={self.modalities}, likelihoods={self.likelihoods}, "
-                f"weights={self.weights}, z_dim={self.z_dim}, hidden={self.hidden}, epochs={self.epochs}, "
-                f"first_epochs={self.first_epochs}, batch_size={self.batch_size}, lr={self.lr}, "
-                f"kl_weight={self.kl_weight}, kl_anneal={self.kl_anneal}, send={self.send!r}{self._extra_settings()}")
-
-    def _extra_settings(self) -> str:
-        return ""
+    def joint_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizer_
 
 
 class MVAE(_MultimodalVAE):
@@ -362,6 +350,10 @@ class MVAE(_MultimodalVAE):
         kl_anneal: epochs over which the prior terms' weight rises linearly from 0 to 1 in the
             first update (KL annealing, as in the MVAE paper; 0: off).
         send: ``"mean"`` or ``"sample"`` upward on ``z``.
+
+    Learned state (beside the networks' weights): ``optimizer_`` (Adam), ``latent_`` (what it
+    last sent on ``z``), ``posterior_`` (q(z | the item's modalities), a Gaussian message) and
+    ``loss_history_`` (each update's terms, averaged over items).
 
     Example::
 
@@ -396,17 +388,21 @@ class JMVAE(_MultimodalVAE):
         alpha: weight of the KL terms between the joint and each unimodal posterior.
     """
 
-    def __init__(self, name: str, modalities: dict, *, alpha: float = 1.0, **kwargs):
+    def __init__(self, name: str, modalities: dict, *, alpha: float = 1.0, likelihoods: dict | None = None,
+                 weights: dict | None = None, z_dim: int = 10, hidden=(512, 256), epochs: int = 20,
+                 first_epochs: int | None = None, batch_size: int = 500, lr: float = 1e-3,
+                 kl_weight: float = 1.0, kl_anneal: int = 0, send: str = "mean", seed: int = 0, device="cpu"):
         # checked before the networks are built (the joint encoder's hook runs in __init__)
         self.alpha = check_real(f"JMVAE {name!r}", "alpha", alpha, minimum=0)
-        super().__init__(name, modalities, **kwargs)
+        super().__init__(name, modalities, likelihoods=likelihoods, weights=weights, z_dim=z_dim, hidden=hidden,
+                         epochs=epochs, first_epochs=first_epochs, batch_size=batch_size, lr=lr,
+                         kl_weight=kl_weight, kl_anneal=kl_anneal, send=send, seed=seed, device=device)
 
     def _build_extra(self):
-        self.joint_encoder = _MLPEncoder(sum(self.modalities.values()), self.hidden, self.z_dim)
+        self.joint_encoder = MLPEncoder(sum(self.modalities.values()), self.hidden, self.z_dim)
 
     def _joint(self, batch):
-        mu, logvar = self.joint_encoder(torch.cat([batch[m] for m in self.names], 1))
-        return mu, logvar.clamp(-12.0, 8.0)
+        return self.joint_encoder(torch.cat([batch[m] for m in self.names], 1))
 
     def posterior(self, batch, mask=None):
         self._check_batch(batch)
@@ -445,6 +441,3 @@ class JMVAE(_MultimodalVAE):
             kl = gaussian_kl(mu, logvar, mu_m, lv_m.exp())
             penalties[f"kl_joint_to_{m}"] = self.alpha * kl
         return [("joint", mu, logvar, self.names, torch.ones(mask.shape[0], device=mask.device))], penalties
-
-    def _extra_settings(self):
-        return f", alpha={self.alpha}"

@@ -27,127 +27,35 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from serket.errors import ConfigError, DataError, MessageError
+from serket.errors import ConfigError, DataError
 from serket.messages import Gaussian, Samples
-from serket.module import Module, Port, derive_seed
-from serket.validation import check_choice, check_int, check_real, check_sizes
+from serket.module import JointTraining, Module, Port, derive_seed
+from serket.modules.nn import (ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, gaussian_kl,
+                               gaussian_neg_entropy, reconstruction_nll, reparameterised_sample)
+from serket.validation import check_choice, check_int, check_items, check_real, check_sizes
 
-__all__ = ["VAE", "EncoderState", "gaussian_kl", "gaussian_neg_entropy", "vae_loss_terms"]
+__all__ = ["VAE", "vae_loss_terms"]
 
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_kl(mu, logvar, prior_mean=None, prior_var=None):
-    """KL( N(mu, exp(logvar)) || N(prior_mean, prior_var) ), summed over the last dimension."""
-    if prior_mean is None:
-        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
-    return 0.5 * (prior_var.log() - logvar + (logvar.exp() + (mu - prior_mean).pow(2)) / prior_var - 1.0).sum(-1)
+# each reinitialisation (restart="reinit") draws its weights from its own seed, this far apart
+_REINIT_SEED_STRIDE = 7919
 
 
-def gaussian_neg_entropy(logvar):
-    """E_q[log q(z)] of a diagonal Gaussian q with log-variances ``logvar``, summed over the last dimension."""
-    return -0.5 * (logvar + _LOG_2PI + 1.0).sum(-1)
+def vae_loss_terms(x, decoded, mu, logvar, *, likelihood="bernoulli", out_logvar=None,
+                   prior_mean=None, prior_var=None, kl_weight=1.0, scored=False):
+    """Negative ELBO and its terms, per item averaged: ``{"loss", "reconstruction", "kl"}``.
 
-
-def vae_loss_terms(x, logits_or_mean, mu, logvar, *, likelihood="bernoulli", out_logvar=None,
-                   prior_mean=None, prior_var=None, kl_weight=1.0):
-    """Negative ELBO and its terms, per item averaged: ``{"loss", "reconstruction", "kl"}``."""
-    if likelihood == "bernoulli":
-        rec = F.binary_cross_entropy_with_logits(logits_or_mean, x, reduction="none").sum(-1)
-    else:
-        rec = 0.5 * (((x - logits_or_mean) ** 2) / out_logvar.exp() + out_logvar + _LOG_2PI).sum(-1)
-    kl = gaussian_kl(mu, logvar, prior_mean, prior_var)
+    ``decoded`` is the decoder's output for a sample of q(z | x) = N(mu, exp(logvar)). The KL
+    term is to the prior N(prior_mean, prior_var) (N(0, I) when None); with ``scored=True`` an
+    upper module scores ``-log p(z)`` itself and the term is ``E_q[log q(z)]`` alone."""
+    rec = reconstruction_nll(x, decoded, likelihood, out_logvar)
+    kl = gaussian_neg_entropy(logvar) if scored else gaussian_kl(mu, logvar, prior_mean, prior_var)
     rec, kl = rec.mean(), kl.mean()
     return {"loss": rec + kl_weight * kl, "reconstruction": rec, "kl": kl}
 
 
-class _MLPEncoder(nn.Module):
-    def __init__(self, x_dim, hidden, z_dim):
-        super().__init__()
-        layers, d = [], x_dim
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
-            d = h
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(d, 2 * z_dim)
-
-    def forward(self, x):
-        return self.head(self.body(x)).chunk(2, dim=-1)
-
-
-class _MLPDecoder(nn.Module):
-    def __init__(self, z_dim, hidden, x_dim):
-        super().__init__()
-        layers, d = [], z_dim
-        for h in reversed(hidden):
-            layers += [nn.Linear(d, h), nn.ReLU()]
-            d = h
-        layers.append(nn.Linear(d, x_dim))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.body(z)
-
-
-class _ConvEncoder(nn.Module):
-    def __init__(self, side, hidden, z_dim):
-        super().__init__()
-        self.side = side
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-            nn.Flatten(),
-        )
-        self.head = nn.Sequential(nn.Linear(64 * (side // 4) ** 2, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z_dim))
-
-    def forward(self, x):
-        return self.head(self.conv(x.view(-1, 1, self.side, self.side))).chunk(2, dim=-1)
-
-
-class _ConvDecoder(nn.Module):
-    def __init__(self, z_dim, hidden, side):
-        super().__init__()
-        self.side = side
-        self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, 64 * (side // 4) ** 2), nn.ReLU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(32, 1, 4, 2, 1),
-        )
-
-    def forward(self, z):
-        h = self.fc(z).view(-1, 64, self.side // 4, self.side // 4)
-        return self.deconv(h).flatten(1)
-
-
-class EncoderState:
-    """What an encoder module keeps beyond its weights, shared by the VAE and the multimodal
-    VAEs: its optimiser, the latent it last published (``latent_``) and its loss history
-    (``loss_history_``, whose last entry is its diagnostics). Mixed in before ``Module``."""
-
-    def diagnostics(self) -> dict:
-        return dict(self.loss_history_[-1]) if self.loss_history_ else {}
-
-    def _learned_state(self):
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "latent": None if self.latent_ is None else self.latent_.detach().cpu(),
-            "loss_history": [dict(h) for h in self.loss_history_],
-        }
-
-    def _load_learned_state(self, state):
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.latent_ = None if state["latent"] is None else state["latent"].to(self.device)
-        self.loss_history_ = [dict(h) for h in state["loss_history"]]
-
-    def _move_state(self, device):
-        if getattr(self, "latent_", None) is not None:
-            self.latent_ = self.latent_.to(device)
-
-
-class VAE(EncoderState, Module):
+class VAE(JointTraining, Module):
     """Variational autoencoder module.
 
     Args:
@@ -165,6 +73,10 @@ class VAE(EncoderState, Module):
         batch_size, lr: Adam minibatch size and learning rate (500 and 1e-3 as published).
         restart: ``"warm"`` or ``"reinit"`` between rounds.
         send: ``"mean"`` or ``"sample"`` for the upward message on ``z``.
+
+    Learned state (beside the networks' weights): ``optimizer_`` (Adam), ``latent_`` (what it
+    last sent on ``z``), ``posterior_`` (q(z | x) of every item, a Gaussian message) and
+    ``loss_history_`` (each update's terms, averaged over items).
 
     Example::
 
@@ -205,35 +117,36 @@ class VAE(EncoderState, Module):
         self.kl_weight, self.epochs, self.batch_size, self.lr = kl_weight, epochs, batch_size, lr
         self.restart, self.send = restart, send
         self.first_epochs = self.epochs if first_epochs is None else first_epochs
+        self.optimizer_: torch.optim.Optimizer | None = None
         self._build()
-        self.loss_history_: list[dict[str, float]] = []
-        self.latent_: torch.Tensor | None = None
+        self.loss_history_: list[dict[str, float]] = []  # the terms of each update, averaged over items
+        self.latent_: torch.Tensor | None = None          # what it last published on z
         self.posterior_: Gaussian | None = None
+        self._joint_totals, self._joint_items = None, 0
 
     # --- networks -----------------------------------------------------------------------------
     def _build(self) -> None:
         # weights come from the module's own stream, so building is reproducible whatever else
         # has drawn from torch's global generator
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed + 7919 * self.n_updates, self.name + "/weights"))
+            torch.manual_seed(derive_seed(self.seed + _REINIT_SEED_STRIDE * self.n_updates, self.name + "/weights"))
             if self.architecture == "mlp":
-                self.encoder = _MLPEncoder(self.x_dim, self.hidden, self.z_dim)
-                self.decoder = _MLPDecoder(self.z_dim, self.hidden, self.x_dim)
+                self.encoder = MLPEncoder(self.x_dim, self.hidden, self.z_dim)
+                self.decoder = MLPDecoder(self.z_dim, self.hidden, self.x_dim)
             else:
                 side = int(round(math.sqrt(self.x_dim)))
-                self.encoder = _ConvEncoder(side, self.hidden[0], self.z_dim)
-                self.decoder = _ConvDecoder(self.z_dim, self.hidden[0], side)
+                self.encoder = ConvEncoder(side, self.hidden[0], self.z_dim)
+                self.decoder = ConvDecoder(self.z_dim, self.hidden[0], side)
             if self.likelihood == "gaussian":
                 self.out_logvar = nn.Parameter(torch.zeros(self.x_dim))
             else:
                 self.out_logvar = None
         self.to(self.device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.optimizer_ = torch.optim.Adam(self.parameters(), lr=self.lr)
 
     def encode(self, x: torch.Tensor):
         """``(mu, logvar)`` of q(z | x), each (N, z_dim)."""
-        mu, logvar = self.encoder(x)
-        return mu, logvar.clamp(-12.0, 8.0)
+        return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder output: Bernoulli logits or Gaussian means, (N, x_dim)."""
@@ -245,16 +158,18 @@ class VAE(EncoderState, Module):
             out = self.decode(self.encode(x)[0])
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
-
     def loss_terms(self, x, prior_mean=None, prior_var=None) -> dict[str, torch.Tensor]:
         """Negative ELBO with reconstruction and KL reported separately, from one forward pass."""
+        return self._forward(x, prior_mean, prior_var)[0]
+
+    def _forward(self, x, prior_mean=None, prior_var=None, scored=False):
+        """:func:`vae_loss_terms` of a minibatch and the latent sample they were computed from."""
         mu, logvar = self.encode(x)
-        z = mu + (0.5 * logvar).exp() * self._noise(mu)
-        return vae_loss_terms(x, self.decode(z), mu, logvar, likelihood=self.likelihood,
-                              out_logvar=self.out_logvar, prior_mean=prior_mean, prior_var=prior_var,
-                              kl_weight=self.kl_weight)
+        z = reparameterised_sample(mu, logvar, self.generator)
+        terms = vae_loss_terms(x, self.decode(z), mu, logvar, likelihood=self.likelihood,
+                               out_logvar=self.out_logvar, prior_mean=prior_mean, prior_var=prior_var,
+                               kl_weight=self.kl_weight, scored=scored)
+        return terms, z
 
     # --- the module protocol ------------------------------------------------------------------
     def ports(self):
@@ -282,9 +197,8 @@ class VAE(EncoderState, Module):
                             f"train jointly with warmup >= 1)")
         x = self.inbox["x"].values
         prior = self.inbox.get("z")
-        if prior is not None and prior.n_items != x.shape[0]:
-            raise MessageError(f"VAE {self.name!r}: the prior on port 'z' has {prior.n_items} items "
-                               f"but the data on 'x' have {x.shape[0]}")
+        if prior is not None:
+            check_items(self, "the prior on port 'z'", prior.n_items, "the data on 'x'", x.shape[0])
         return x, prior
 
     def update(self) -> None:
@@ -306,16 +220,15 @@ class VAE(EncoderState, Module):
                     None if prior_mean is None else prior_mean[idx],
                     None if prior_var is None else prior_var[idx],
                 )
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer_.zero_grad(set_to_none=True)
                 terms["loss"].backward()
-                self.optimizer.step()
+                self.optimizer_.step()
                 totals += torch.stack([terms["loss"], terms["reconstruction"], terms["kl"]]).detach() * idx.numel()
         if epochs:
             loss, rec, kl = (totals / n).tolist()
             self.loss_history_.append({"loss": loss, "reconstruction": rec, "kl": kl})
         self.eval()
         self._publish_latent(x)
-        self.n_updates += 1
 
     # --- joint training ------------------------------------------------------------------------
     def joint_begin(self) -> None:
@@ -330,22 +243,11 @@ class VAE(EncoderState, Module):
         sample sent to it; otherwise the prior is the inbox's Gaussian message (or N(0, I))."""
         x, prior = self._data_and_prior()
         xb = live["x"] if "x" in live else x[idx]
-        mu, logvar = self.encode(xb)
-        z = mu + (0.5 * logvar).exp() * self._noise(mu)
         if "z" in scored:
-            out = self.decode(z)
-            if self.likelihood == "bernoulli":
-                rec = F.binary_cross_entropy_with_logits(out, xb, reduction="none").sum(-1).mean()
-            else:
-                rec = 0.5 * (((xb - out) ** 2) / self.out_logvar.exp() + self.out_logvar + _LOG_2PI).sum(-1).mean()
-            neg_entropy = gaussian_neg_entropy(logvar).mean()
-            terms = {"loss": rec + self.kl_weight * neg_entropy, "reconstruction": rec, "kl": neg_entropy}
+            terms, z = self._forward(xb, scored=True)
         else:
-            terms = vae_loss_terms(xb, self.decode(z), mu, logvar, likelihood=self.likelihood,
-                                   out_logvar=self.out_logvar,
-                                   prior_mean=None if prior is None else prior.mean[idx],
-                                   prior_var=None if prior is None else prior.var[idx],
-                                   kl_weight=self.kl_weight)
+            terms, z = self._forward(xb, None if prior is None else prior.mean[idx],
+                                     None if prior is None else prior.var[idx])
         self._joint_totals += torch.stack([terms["loss"], terms["reconstruction"], terms["kl"]]).detach() * idx.numel()
         self._joint_items += idx.numel()
         return terms["loss"], {"z": z}
@@ -355,12 +257,14 @@ class VAE(EncoderState, Module):
         self.loss_history_.append({"loss": loss, "reconstruction": rec, "kl": kl})
         self.eval()
         self._publish_latent(self._data_and_prior()[0])
-        self.n_updates += 1
+
+    def joint_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizer_
 
     def _publish_latent(self, x) -> None:
         with torch.no_grad():
             mu, logvar = self.encode(x)
-            self.latent_ = mu if self.send == "mean" else mu + (0.5 * logvar).exp() * self._noise(mu)
+            self.latent_ = mu if self.send == "mean" else reparameterised_sample(mu, logvar, self.generator)
             self.posterior_ = Gaussian(mu, logvar.exp())
 
     def publish(self):
@@ -368,8 +272,6 @@ class VAE(EncoderState, Module):
             return {}
         return {"z": Samples(self.latent_)}
 
-    def extra_repr(self):
-        return (f"name={self.name!r}, x_dim={self.x_dim}, z_dim={self.z_dim}, hidden={self.hidden}, "
-                f"architecture={self.architecture!r}, likelihood={self.likelihood!r}, kl_weight={self.kl_weight}, "
-                f"epochs={self.epochs}, first_epochs={self.first_epochs}, batch_size={self.batch_size}, lr={self.lr}, restart={self.restart!r}, "
-                f"send={self.send!r}, device={self.device}")
+    def diagnostics(self) -> dict:
+        """The terms of the last update (``loss``, ``reconstruction``, ``kl``), averaged over items."""
+        return dict(self.loss_history_[-1]) if self.loss_history_ else {}

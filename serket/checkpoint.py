@@ -1,6 +1,6 @@
 """Checkpoints written atomically, checksummed, and read back with errors that say what is wrong.
 
-A checkpoint file is one header line, ``neuro-serket-checkpoint/2 sha256=<hex>``, followed by the
+A checkpoint file is one header line, ``neuro-serket-checkpoint/3 sha256=<hex>``, followed by the
 bytes of ``torch.save(payload)``; the digest covers those bytes, so a flipped bit anywhere is
 found before anything is loaded. The payload is read with ``weights_only=True``: it holds
 tensors, numbers, strings and containers, never code.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import tempfile
 import zipfile
@@ -19,10 +18,11 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .files import atomic_write, temporary_files
 
 __all__ = ["save_checkpoint", "load_checkpoint", "folder_problem"]
 
-FORMAT = "neuro-serket-checkpoint/2"
+FORMAT = "neuro-serket-checkpoint/3"
 _MAGIC = b"neuro-serket-checkpoint/"
 _START_FRESH = "delete it, or pass another checkpoint_dir (resume=False) to start fresh"
 
@@ -42,10 +42,6 @@ def folder_problem(folder) -> str | None:
     return None
 
 
-def _temporary_files(path: Path) -> list[Path]:
-    return list(path.parent.glob(f".{path.name}.*.tmp"))
-
-
 def save_checkpoint(path, payload: dict) -> Path:
     """Write ``payload`` to ``path`` so that a crash never leaves a half-written file there.
 
@@ -55,25 +51,14 @@ def save_checkpoint(path, payload: dict) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in _temporary_files(path):
+    for stale in temporary_files(path):
         stale.unlink(missing_ok=True)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
     body = buffer.getvalue()
     header = f"{FORMAT} sha256={hashlib.sha256(body).hexdigest()}\n".encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header)
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    # private to its owner, as checkpoints have always been
+    return atomic_write(path, lambda file: file.writelines((header, body)), mode=0o600)
 
 
 def load_checkpoint(path) -> dict:

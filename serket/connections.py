@@ -9,14 +9,16 @@ The three kinds of Neuro-SERKET connection:
 * **tail-to-tail** (:class:`TailToTail`) — a common parent: one category generates the variables
   of several modules. A combiner node receives each module's posterior over the category,
   aligns their label permutations by optimal assignment, and sends each module the product of
-  the others' posteriors as its prior.
+  the others' posteriors as its prior; where every member supports it, the shared category is
+  fitted jointly over all of them first (:class:`~serket.inference.JointCategoryFit`).
 * **head-to-head** (:class:`HeadToHead`) — a common child generated jointly by two parents.
   Realised by sampling-importance-resampling (the proposer sends N-best hypotheses, the
   weighter sends per-item probabilities over words; one hypothesis per item is resampled and
   sent back to the proposer) or, for Gaussian messages, by a product of experts.
 
 Observations (:class:`Observation`) are data nodes: they publish their tensor on one port.
-Labels are never part of an observation.
+Labels are never part of an observation. Every node here is a :class:`~serket.module.Node`: its
+settings are its ``__init__`` arguments, its learned state its attributes ending in ``_``.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ import hashlib
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .errors import ConfigError, GraphError, MessageError
+from .inference import DEFAULT_EM_ITERATIONS, DEFAULT_RESTARTS, JointCategoryFit, SharedCategory, align_permutation
 from .messages import Categorical, Counts, Gaussian, Message, NBest, Samples, as_float_data
-from .module import Port, resolve_device
-from .validation import check_choice, check_int, check_real
+from .module import Node, Port, resolve_device
+from .validation import check_choice, check_int, check_items, check_real
 
 __all__ = [
     "HEAD_TO_TAIL",
@@ -53,60 +55,14 @@ HEAD_TO_HEAD = "head_to_head"
 DATA = "data"
 CONNECTION_KINDS = (HEAD_TO_TAIL, TAIL_TO_TAIL, HEAD_TO_HEAD, DATA)
 
+# floor on a probability before its log is taken, so that no category is ruled out by -inf
+_PROB_FLOOR = 1e-30
 
-class Node:
-    """What the graph needs of a non-module node: ports, receive, update, publish, state."""
 
-    def __init__(self, name: str, device="cpu"):
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
-        self.name = name
-        self.inbox: dict[str, Message] = {}
-        self._device = resolve_device(device, self)
-
-    @property
-    def device(self):
-        return self._device
-
-    def ports(self) -> dict[str, Port]:
-        raise NotImplementedError(f"{type(self).__name__} must declare its ports")
-
-    def port(self, name: str) -> Port:
-        ports = self.ports()
-        if name not in ports:
-            raise GraphError(f"node {self.name!r} has no port {name!r}; its ports are {sorted(ports)}")
-        return ports[name]
-
-    def receive(self, port: str, message: Message) -> None:
-        spec = self.port(port)
-        if message.kind not in spec.accepts:
-            raise MessageError(f"node {self.name!r} port {port!r} does not accept {message.kind!r}")
-        self.inbox[port] = message.to(self._device)
-
-    def update(self) -> None:
-        pass
-
-    def publish(self) -> dict[str, Message]:
-        return {}
-
-    def predict(self):
-        return None
-
-    def to(self, device):
-        self._device = resolve_device(device)
-        self.inbox = {k: m.to(self._device) for k, m in self.inbox.items()}
-        return self
-
-    def state_dict(self) -> dict:
-        return {"inbox": {k: m.state() for k, m in self.inbox.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.inbox = {k: Message.from_state(v).to(self._device) for k, v in state["inbox"].items()}
-
-    def describe(self) -> str:
-        lines = [f"{self.name}: {type(self).__name__}"]
-        lines += [f"  port {p}" for p in self.ports().values()]
-        return "\n".join(lines)
+def _seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
 
 
 class Observation(Node):
@@ -153,38 +109,15 @@ class Observation(Node):
         return {"out": self.data}
 
     def to(self, device):
+        # the data are a setting, not learned state: given again by whoever builds the graph,
+        # never saved; they follow the node to its device
         super().to(device)
         self.data = self.data.to(self._device)
         return self
 
-    def state_dict(self):
-        return {}  # the data are given again by whoever builds the graph
-
-    def load_state_dict(self, state):
-        pass
-
     @property
     def n_items(self) -> int:
         return self.data.n_items
-
-
-def align_permutation(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """The permutation of ``other``'s categories that best matches ``reference``.
-
-    Both are (N, K) posteriors over the same items. Returns ``perm`` (K,) such that
-    ``other[:, perm]`` is aligned with ``reference``: category ``j`` of the reference
-    corresponds to category ``perm[j]`` of ``other``. Optimal assignment (Hungarian) on the
-    expected co-occurrence matrix ``reference.T @ other``, not a greedy swap.
-    """
-    if reference.shape != other.shape:
-        raise MessageError(
-            f"cannot align posteriors of shapes {tuple(reference.shape)} and {tuple(other.shape)}"
-        )
-    overlap = (reference.T.double() @ other.double()).cpu().numpy()
-    rows, cols = linear_sum_assignment(-overlap)
-    perm = np.empty(reference.shape[1], dtype=np.int64)
-    perm[rows] = cols
-    return torch.as_tensor(perm, device=reference.device)
 
 
 class TailToTail(Node):
@@ -199,34 +132,38 @@ class TailToTail(Node):
     a module that starts after the others starts from their categories instead of from its own
     data alone.
 
+    The joint fit (on by default): when every member implements
+    :class:`~serket.inference.SharedCategory`, the combiner fits the shared category jointly at
+    each update once every member has reported — :class:`~serket.inference.JointCategoryFit`,
+    EM over all members from their consensus, the last fit and ``restarts`` fresh starts, the
+    likeliest installed in every member — and the priors carry the others' log likelihoods
+    under the installed fit. Where a member does not implement the protocol (or ``restarts`` is
+    None) the combiner only aligns and multiplies the messages, as above.
+
     Args:
         name: node name (the shared variable, e.g. ``"category"``).
         n_categories: K.
         smoothing: weight of the uniform distribution mixed into each prior.
         temperature: exponent applied to each incoming posterior before the product (1 = plain
             product; < 1 softens over-confident modules).
-        prior_temperature: per member, an exponent applied to the prior it is sent (default 1).
-            A module that applies its prior to every one of its tokens (an LDA with ``n``
-            tokens per document applies it ``n`` times) can be sent ``p ** (1 / n)`` this way.
-        restarts: ``None`` (default): combine the members' messages as above. An integer: once
-            every member has reported, fit the shared category jointly at each update — EM in
-            which every member refits its per-category distributions to the shared
-            responsibilities (``Module.category_fit``) and the combiner recomputes them from the
-            mixing weights and all members' log likelihoods — from the members' current
-            consensus and from ``restarts`` fresh starts (k-means++ on one member's data, the
-            members in turn), keeping the start with the highest joint log likelihood and
-            installing it in every member (``Module.category_adopt``). Linked modules settle in
-            poor local optima on their own (a digit split in two while two others share a
-            category); restarts judged by the joint likelihood, never by labels, are the
-            answer. The priors then carry the others' log likelihoods under the installed fit.
-        em_iterations: the most EM iterations per start (stops earlier when the mean joint log
-            likelihood gains less than a millionth).
-        seed: seeds the restarts' generator.
+        prior_exponent: per member (by module name), an exponent applied to the prior it is
+            sent (default 1). A module that applies its prior to every one of its tokens (an
+            LDA with ``n`` tokens per document applies it ``n`` times) can be sent
+            ``p ** (1 / n)`` this way.
+        evidence_weight: per member (by module name), the weight of its evidence in the joint
+            fit and in the category message it sends (default 1), handed to the member's
+            ``category_join`` when the connection is made: a module whose items hold fewer
+            independent observations than they seem (correlated tokens) counts less.
+        restarts: fresh starts of the joint fit; ``None``: no joint fit, the messages are only
+            multiplied.
+        em_iterations: the most EM iterations per start of the joint fit.
+        seed: seeds the generator of the joint fit's fresh starts.
     """
 
-    def __init__(self, name: str, n_categories: int, *, smoothing: float = 0.01,
-                 temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
-                 restarts: int | None = None, em_iterations: int = 50, seed: int = 0, device="cpu"):
+    def __init__(self, name: str, n_categories: int, *, smoothing: float = 0.01, temperature: float = 1.0,
+                 prior_exponent: dict[str, float] | None = None, evidence_weight: dict[str, float] | None = None,
+                 restarts: int | None = DEFAULT_RESTARTS, em_iterations: int = DEFAULT_EM_ITERATIONS,
+                 seed: int = 0, device="cpu"):
         super().__init__(name, device)
         owner = f"combiner {name!r}"
         self.n_categories = check_int(owner, "n_categories", n_categories, minimum=1)
@@ -234,18 +171,15 @@ class TailToTail(Node):
         if not self.smoothing < 1.0:
             raise ConfigError(f"{owner}: smoothing must be a finite number in [0, 1), got {smoothing!r}")
         self.temperature = check_real(owner, "temperature", temperature, above=0.0)
-        if prior_temperature is not None and not isinstance(prior_temperature, dict):
-            raise ConfigError(f"{owner}: prior_temperature must be a dict of module name -> exponent, "
-                              f"got {prior_temperature!r}")
-        self.prior_temperature = {k: check_real(owner, f"prior_temperature[{k!r}]", v, above=0.0)
-                                  for k, v in (prior_temperature or {}).items()}
+        self.prior_exponent = _per_member(owner, "prior_exponent", prior_exponent)
+        self.evidence_weight = _per_member(owner, "evidence_weight", evidence_weight)
         self.restarts = check_int(owner, "restarts", restarts, minimum=0, none=True)
         self.em_iterations = check_int(owner, "em_iterations", em_iterations, minimum=1)
         self.seed = check_int(owner, "seed", seed, minimum=0)
-        self.generator = torch.Generator(device=self._device)
-        self.generator.manual_seed(self.seed)
         self.members: list[str] = []  # filled by the graph, one per connected module
-        self.bound: dict[str, tuple] = {}  # member -> (module, port), for the joint fit
+        self._member_ports: dict[str, tuple] = {}  # member -> (module, port), for the joint fit
+        self.joint_fit: JointCategoryFit | None = None  # None: the messages are only multiplied
+        self.generator_ = _seeded_generator(self.seed, self._device)
         self.permutations_: dict[str, torch.Tensor] = {}
         self.priors_: dict[str, Categorical] = {}
         # the responsibilities of the last joint fit, installed in every member (whose labels
@@ -255,14 +189,21 @@ class TailToTail(Node):
         self.chosen_start_: int | None = None  # 0: from the current consensus, then the last fit, then fresh
 
     def add_member(self, module_name: str, module=None, port: str | None = None) -> None:
+        """Connect a module's categorical ``port`` (the graph calls this when it makes the
+        connection). A member implementing :class:`~serket.inference.SharedCategory` joins on
+        ``port`` with its evidence weight; the joint fit is used while every member does."""
         if module_name in self.members:
             raise GraphError(f"combiner {self.name!r} is already connected to {module_name!r}")
-        if self.restarts is not None and (module is None or not getattr(module, "shares_categories", False)):
-            raise GraphError(f"combiner {self.name!r}: restarts need every member to implement the shared-"
-                             f"category hooks (Module.category_fit, ...); {module_name!r} does not")
         self.members.append(module_name)
-        if module is not None:
-            self.bound[module_name] = (module, port)
+        if module is None:
+            self.joint_fit = None
+            return
+        self._member_ports[module_name] = (module, port)
+        if isinstance(module, SharedCategory):
+            module.category_join(port, self.evidence_weight.get(module_name, 1.0))
+        shared = all(isinstance(self._member_ports.get(m, (None,))[0], SharedCategory) for m in self.members)
+        self.joint_fit = None if not shared or self.restarts is None else JointCategoryFit(
+            {m: self._member_ports[m] for m in self.members}, restarts=self.restarts, em_iterations=self.em_iterations)
 
     def ports(self):
         return {
@@ -281,11 +222,7 @@ class TailToTail(Node):
         aligned = {}
         for m in present:
             probs = self.inbox[m].probs
-            if probs.shape[0] != n:
-                raise MessageError(
-                    f"combiner {self.name!r}: {m!r} sent {probs.shape[0]} items, "
-                    f"{present[0]!r} sent {n}"
-                )
+            check_items(self, f"the posterior from {m!r}", probs.shape[0], f"the one from {present[0]!r}", n)
             if self.joint_responsibilities_ is not None:
                 # the members adopted the last joint fit's labels: nothing to align (aligning
                 # posteriors that are each ambiguous alone could only scramble them)
@@ -294,10 +231,13 @@ class TailToTail(Node):
                 perm = align_permutation(reference, probs)
             self.permutations_[m] = perm
             aligned[m] = probs[:, perm]
-        logs = {m: torch.log(p.clamp_min(1e-30)) * self.temperature for m, p in aligned.items()}
+        logs = {m: torch.log(p.clamp_min(_PROB_FLOOR)) * self.temperature for m, p in aligned.items()}
         total = sum(logs.values())
-        if self.restarts is not None and len(present) == len(self.members):
-            logs = self._joint_fit(torch.softmax(total, 1))
+        if self.joint_fit is not None and len(present) == len(self.members):
+            fit = self.joint_fit.fit(torch.softmax(total, 1), self.joint_responsibilities_, self.generator_)
+            self.joint_responsibilities_ = fit.responsibilities.float()
+            self.joint_log_likelihoods_, self.chosen_start_ = fit.start_scores, fit.chosen
+            logs = {m: ll * self.temperature for m, ll in fit.log_likelihoods.items()}
             self.permutations_ = {m: torch.arange(self.n_categories, device=total.device) for m in present}
             total = sum(logs.values())
         uniform = 1.0 / self.n_categories
@@ -307,7 +247,7 @@ class TailToTail(Node):
             if m in present and len(present) < 2:
                 continue  # a lone member gets no prior from itself
             others = total - logs[m] if m in present else total
-            product = torch.softmax(self.prior_temperature.get(m, 1.0) * others, dim=1)
+            product = torch.softmax(self.prior_exponent.get(m, 1.0) * others, dim=1)
             prior_aligned = (1 - self.smoothing) * product + self.smoothing * uniform
             if m not in present:
                 self.priors_[m] = Categorical((prior_aligned / prior_aligned.sum(dim=1, keepdim=True)).float())
@@ -317,60 +257,12 @@ class TailToTail(Node):
             prior[:, self.permutations_[m]] = prior_aligned
             self.priors_[m] = Categorical((prior / prior.sum(dim=1, keepdim=True)).float())
 
-    # --- the joint fit of the shared category ---------------------------------------------------
-    def _em(self, r: torch.Tensor):
-        """EM over the shared category from responsibilities ``r``: every member refits its
-        per-category distributions to ``r`` (M step), then the combiner recomputes ``r`` from
-        the mixing weights and all members' log likelihoods (E step). Returns (mean joint log
-        likelihood, r)."""
-        ll = float("-inf")
-        for _ in range(self.em_iterations):
-            params = self._fit_members(r)
-            joint = r.mean(0).clamp_min(1e-12).log() + sum(
-                mod.category_log_likelihood(port, params[m]) for m, (mod, port) in self.bound.items())
-            previous, ll = ll, float(torch.logsumexp(joint, 1).mean())
-            r = torch.softmax(joint, 1)
-            if ll - previous < 1e-6 * abs(ll):
-                break
-        return ll, r
-
-    def _fit_members(self, r: torch.Tensor) -> dict:
-        return {m: mod.category_fit(port, r) for m, (mod, port) in self.bound.items()}
-
-    def _joint_fit(self, current: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The shared category fitted jointly: EM from the members' current consensus, from the
-        last installed fit (if any) and from ``restarts`` fresh starts (each drawn from one member's own data, the members in turn);
-        the start with the highest joint log likelihood is installed in every member. Labels
-        never enter. Returns each member's (N, K) log likelihood under the installed fit."""
-        starters = list(self.bound)
-        candidates = [self._em(current.to(torch.float64))]
-        last = self.joint_responsibilities_
-        if last is not None and last.shape == current.shape:
-            # the last installed fit, rescored on today's data: a module drifting on its own
-            # between fits must not lose an optimum that is still the likeliest
-            candidates.append(self._em(last.to(torch.float64)))
-        for i in range(self.restarts):
-            module, port = self.bound[starters[i % len(starters)]]
-            candidates.append(self._em(module.category_start(port, self.generator).to(torch.float64)))
-        self.joint_log_likelihoods_ = [c[0] for c in candidates]
-        self.chosen_start_ = max(range(len(candidates)), key=lambda i: candidates[i][0])
-        r = candidates[self.chosen_start_][1]
-        if self.chosen_start_ > 0:
-            # a fresh start numbers its categories arbitrarily: relabel it to match the current
-            # consensus, so that labels (and the priors the members already hold) stay put
-            r = r[:, align_permutation(current.to(r.dtype), r)]
-        params = self._fit_members(r)
-        for m, (module, port) in self.bound.items():
-            module.category_adopt(port, r, params[m])
-        self.joint_responsibilities_ = r.float()
-        return {m: mod.category_log_likelihood(port, params[m]) * self.temperature
-                for m, (mod, port) in self.bound.items()}
-
     def publish(self):
         return dict(self.priors_)
 
     def consensus(self) -> torch.Tensor | None:
-        """The product of all aligned posteriors, in the first member's label order."""
+        """The product of all aligned posteriors, in the first member's label order (after a
+        joint fit: its responsibilities)."""
         if self.joint_responsibilities_ is not None:
             return self.joint_responsibilities_
         present = [m for m in self.members if m in self.inbox]
@@ -380,43 +272,28 @@ class TailToTail(Node):
         total = 0
         for m in present:
             probs = self.inbox[m].probs
-            total = total + torch.log(probs[:, align_permutation(reference, probs)].clamp_min(1e-30))
+            total = total + torch.log(probs[:, align_permutation(reference, probs)].clamp_min(_PROB_FLOOR))
         return torch.softmax(total, dim=1)
 
     def predict(self):
         joint = self.consensus()
         return None if joint is None else joint.argmax(dim=1)
 
-    def state_dict(self):
-        state = super().state_dict()
-        state["priors"] = {k: m.state() for k, m in self.priors_.items()}
-        state["permutations"] = {k: v.cpu() for k, v in self.permutations_.items()}
-        state["generator_device"] = str(self._device)
-        state["generator"] = self.generator.get_state()
-        state["joint_responsibilities"] = (None if self.joint_responsibilities_ is None
-                                           else self.joint_responsibilities_.cpu())
-        return state
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.priors_ = {k: Message.from_state(v).to(self._device) for k, v in state["priors"].items()}
-        self.permutations_ = {k: v.to(self._device) for k, v in state["permutations"].items()}
-        if "generator" in state and torch.device(state["generator_device"]).type == self._device.type:
-            self.generator.set_state(state["generator"])
-        joint = state.get("joint_responsibilities")
-        self.joint_responsibilities_ = None if joint is None else joint.to(self._device)
-
     def to(self, device):
-        super().to(device)
-        self.priors_ = {k: m.to(self._device) for k, m in self.priors_.items()}
-        self.permutations_ = {k: v.to(self._device) for k, v in self.permutations_.items()}
-        if self.generator.device.type != self._device.type:
+        device = resolve_device(device, self)
+        if self.generator_.device.type != device.type:
             # a generator cannot move between devices: a fresh one there, from the node's seed
-            self.generator = torch.Generator(device=self._device)
-            self.generator.manual_seed(self.seed)
-        if self.joint_responsibilities_ is not None:
-            self.joint_responsibilities_ = self.joint_responsibilities_.to(self._device)
-        return self
+            self.generator_ = _seeded_generator(self.seed, device)
+        return super().to(device)
+
+
+def _per_member(owner: str, setting: str, values) -> dict[str, float]:
+    """A per-member option of a combiner: ``{module name: positive number}``."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{owner}: {setting} must be a dict of module name -> number, got {values!r}")
+    return {k: check_real(owner, f"{setting}[{k!r}]", v, above=0.0) for k, v in values.items()}
 
 
 def product_of_gaussians(means, variances, prior_mean=None, prior_var=None):
@@ -487,8 +364,7 @@ class HeadToHead(Node):
         self.bag_weights = check_choice(owner, "bag_weights", bag_weights, ("scores", "uniform"))
         self.vocab_size = check_int(owner, "vocab_size", vocab_size, minimum=1, none=True)
         self.seed = check_int(owner, "seed", seed, minimum=0)
-        self.generator = torch.Generator(device=self._device)
-        self.generator.manual_seed(self.seed)
+        self.generator_ = _seeded_generator(self.seed, self._device)
         self.outgoing_: dict[str, Message] = {}
         self.chosen_: torch.Tensor | None = None
 
@@ -507,10 +383,7 @@ class HeadToHead(Node):
             self.outgoing_["weighter"] = self.bag_of_words(prop)
         if prop is None or weigh is None:
             return
-        if prop.n_items != weigh.n_items:
-            raise MessageError(
-                f"head-to-head {self.name!r}: proposer sent {prop.n_items} items, weighter {weigh.n_items}"
-            )
+        check_items(self, "what the proposer sent", prop.n_items, "what the weighter sent", weigh.n_items)
         if isinstance(prop, NBest) and isinstance(weigh, Categorical):
             hyps = prop.hypotheses
             valid = hyps >= 0
@@ -523,7 +396,7 @@ class HeadToHead(Node):
             word_logp = torch.gather(logp, 1, hyps.clamp_min(0).flatten(1)).view_as(hyps)
             log_w = (word_logp * valid).sum(dim=2)
             log_w = log_w.masked_fill(~valid.any(dim=2), float("-inf"))
-            self.chosen_ = sir_resample(prop.log_scores, log_w, self.generator)
+            self.chosen_ = sir_resample(prop.log_scores, log_w, self.generator_)
             rows = torch.arange(hyps.shape[0], device=hyps.device)
             self.outgoing_["proposer"] = NBest(
                 hyps[rows, self.chosen_].unsqueeze(1), log_w[rows, self.chosen_].unsqueeze(1)
@@ -560,27 +433,9 @@ class HeadToHead(Node):
         return dict(self.outgoing_)
 
     def to(self, device):
-        before = self._device
-        super().to(device)
-        if self._device != before:
+        device = resolve_device(device, self)
+        if device != self._device:
             # a generator cannot move between devices: a fresh one on the new device, seeded
             # from the node's seed, so that runs stay reproducible per device
-            self.generator = torch.Generator(device=self._device)
-            self.generator.manual_seed(self.seed)
-        self.outgoing_ = {k: m.to(self._device) for k, m in self.outgoing_.items()}
-        if self.chosen_ is not None:
-            self.chosen_ = self.chosen_.to(self._device)
-        return self
-
-    def state_dict(self):
-        state = super().state_dict()
-        state["generator_device"] = str(self._device)
-        state["generator"] = self.generator.get_state()
-        state["outgoing"] = {k: m.state() for k, m in self.outgoing_.items()}
-        return state
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        if torch.device(state.get("generator_device", "cpu")).type == self._device.type:
-            self.generator.set_state(state["generator"])
-        self.outgoing_ = {k: Message.from_state(v).to(self._device) for k, v in state["outgoing"].items()}
+            self.generator_ = _seeded_generator(self.seed, device)
+        return super().to(device)

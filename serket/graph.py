@@ -7,7 +7,8 @@ head-to-head connection point to its child node. Each edge carries the last mess
 each direction: ``down`` (parent -> child) and ``up`` (child -> parent).
 
 The graph validates itself before any learning, derives an update schedule (children before
-parents, so that data flow upward first), prints a summary, and draws itself as PNG or DOT.
+parents, so that data flow upward first) and prints a summary; it does not draw itself
+(:func:`serket.bench.drawing.draw_graph` draws it as PNG, SVG, PDF or DOT).
 
 Example::
 
@@ -24,24 +25,15 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import NamedTuple
 
 import networkx as nx
 
-from .connections import (
-    DATA,
-    HEAD_TO_HEAD,
-    HEAD_TO_TAIL,
-    TAIL_TO_TAIL,
-    HeadToHead,
-    Node,
-    Observation,
-    TailToTail,
-)
-from .errors import GraphError, MessageError, PortError, SerketError, with_context
+from .connections import DATA, HEAD_TO_HEAD, HEAD_TO_TAIL, TAIL_TO_TAIL, HeadToHead, Observation, TailToTail
+from .errors import CheckpointError, GraphError, MessageError, PortError, SerketError, with_context
+from .inference import DEFAULT_EM_ITERATIONS, DEFAULT_RESTARTS, SharedCategory
 from .messages import Message
-from .module import Module, resolve_device
+from .module import Module, Node, resolve_device, settings
 from .validation import check_int
 
 __all__ = ["Graph", "Connection"]
@@ -67,37 +59,6 @@ class Connection(NamedTuple):
     def two_way(self) -> bool:
         """Whether messages travel in both directions."""
         return self.blocked is None
-
-
-_NOT_PLAIN = object()
-# attributes that change as a node learns or runs, not settings
-_RUNNING_STATE = frozenset({"n_updates", "training", "inbox", "generator"})
-
-
-def _plain(value):
-    """``value`` as plain data (numbers, strings, tuples, dicts of them), else ``_NOT_PLAIN``."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (tuple, list)):
-        items = [_plain(v) for v in value]
-        return _NOT_PLAIN if any(i is _NOT_PLAIN for i in items) else tuple(items)
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        items = {k: _plain(v) for k, v in value.items()}
-        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else dict(sorted(items.items()))
-    return _NOT_PLAIN
-
-
-def _settings(node) -> dict:
-    """A node's settings: its public attributes that hold plain data, without what it learns
-    (names ending in ``_``), its running state and its device (a run may resume elsewhere)."""
-    settings = {}
-    for key, value in vars(node).items():
-        if key.startswith("_") or key.endswith("_") or key in _RUNNING_STATE:
-            continue
-        plain = _plain(value)
-        if plain is not _NOT_PLAIN:
-            settings[key] = plain
-    return dict(sorted(settings.items()))
 
 
 def fingerprint_differences(saved, current) -> list[str]:
@@ -152,7 +113,7 @@ class Graph:
     # --- building ---------------------------------------------------------------------------
     def add(self, node):
         """Add a module, observation or combiner; returns it."""
-        if not isinstance(node, (Module, Node)):
+        if not isinstance(node, Node):
             raise GraphError(f"cannot add {type(node).__name__}: not a serket Module or Node")
         if node.name in self.nx:
             raise GraphError(f"the graph already has a node named {node.name!r}")
@@ -189,7 +150,7 @@ class Graph:
         name, port = _split(endpoint)
         node = self.node(name)
         try:
-            node.port(port)
+            node._port(port)
         except (PortError, GraphError) as err:
             raise GraphError(str(err)) from None
         return name, port
@@ -223,36 +184,53 @@ class Graph:
         self._add_edge(u, up, l, lp, HEAD_TO_TAIL, blocked=None if feedback else "down")
 
     def tail_to_tail(self, name: str, endpoints: list[str], *, smoothing: float = 0.01,
-                     temperature: float = 1.0, prior_temperature: dict[str, float] | None = None,
-                     restarts: int | None = None, em_iterations: int = 50,
-                     feedback: bool = True) -> TailToTail:
-        """A shared category: adds a combiner node ``name`` and connects each module port to it.
+                     temperature: float = 1.0, prior_exponent: dict[str, float] | None = None,
+                     evidence_weight: dict[str, float] | None = None, restarts: int | str | None = "auto",
+                     em_iterations: int = DEFAULT_EM_ITERATIONS, feedback: bool = True) -> TailToTail:
+        """A shared category: adds a combiner node ``name`` (:class:`TailToTail`) and connects
+        each module port to it.
 
-        ``restarts`` (None: off): fit the shared category jointly each time the combiner updates,
-        by EM over all members from their current consensus and from ``restarts`` fresh starts,
-        keeping the likeliest (see :class:`TailToTail`); every member must implement the
-        shared-category hooks. Without feedback there is no joint fit: it would move the modules.
+        ``restarts``: the joint fit of the shared category, each time the combiner updates (EM
+        over all members from their consensus, the last fit and ``restarts`` fresh starts, the
+        likeliest kept; :class:`~serket.inference.JointCategoryFit`), which needs every member
+        to implement :class:`~serket.inference.SharedCategory`. ``"auto"`` (the default): the
+        joint fit with :data:`~serket.inference.DEFAULT_RESTARTS` fresh starts where every
+        member implements it, else the messages are only aligned and multiplied; an integer:
+        the joint fit with that many, refused (naming the member) where a member cannot take
+        part; ``None``: messages only. Without feedback there is no joint fit: it would move
+        the modules. ``prior_exponent`` and ``evidence_weight`` are per-member options, by
+        module name (see :class:`TailToTail`); each member implementing the protocol joins with
+        its evidence weight (``category_join``) once the connection is made.
         """
         if len(endpoints) < 2:
             raise GraphError(f"tail-to-tail {name!r} needs at least two modules, got {endpoints}")
         resolved = [self._endpoint(e) for e in endpoints]
-        sizes = {(n, p): self.node(n).port(p).size for n, p in resolved}
+        sizes = {(n, p): self.node(n)._port(p).size for n, p in resolved}
         known = {s for s in sizes.values() if s is not None}
         if len(known) > 1:
             raise GraphError(f"tail-to-tail {name!r}: the category sizes differ: {sizes}")
-        combiner = TailToTail(name, known.pop() if known else 1, smoothing=smoothing,
-                              temperature=temperature, prior_temperature=prior_temperature,
+        unable = [n for n, _ in resolved if not isinstance(self.node(n), SharedCategory)]
+        if isinstance(restarts, str) and restarts == "auto":
+            restarts = None if unable else DEFAULT_RESTARTS
+        elif restarts is not None and unable:
+            raise GraphError(f"tail-to-tail {name!r}: a joint fit of the shared category (restarts={restarts!r}) "
+                             f"needs every member to implement SharedCategory, and {unable} do not; "
+                             f"restarts=None only multiplies their messages")
+        combiner = TailToTail(name, known.pop() if known else 1, smoothing=smoothing, temperature=temperature,
+                              prior_exponent=prior_exponent, evidence_weight=evidence_weight,
                               restarts=restarts if feedback else None, em_iterations=em_iterations,
                               seed=self.seed if self.seed is not None else 0, device=self.device)
-        unknown = set(prior_temperature or {}) - {n for n, _ in resolved}
-        if unknown:
-            raise GraphError(f"tail-to-tail {name!r}: prior_temperature names modules it does not connect: "
-                             f"{sorted(unknown)}")
+        for option, values in (("prior_exponent", prior_exponent), ("evidence_weight", evidence_weight)):
+            unknown = set(values or {}) - {n for n, _ in resolved}
+            if unknown:
+                raise GraphError(f"tail-to-tail {name!r}: {option} names modules it does not connect: "
+                                 f"{sorted(unknown)}")
         with self._all_or_nothing():
             self.add(combiner)
             for n, p in resolved:
-                combiner.add_member(n, self.node(n), p)
                 self._add_edge(name, n, n, p, TAIL_TO_TAIL, blocked=None if feedback else "down")
+            for n, p in resolved:  # once every edge is in place: joining changes the members
+                combiner.add_member(n, self.node(n), p)
         return combiner
 
     def head_to_head(self, name: str, *, proposer: str, weighter: str, seed: int | None = None,
@@ -265,7 +243,7 @@ class Graph:
         pn, pp = self._endpoint(proposer)
         wn, wp = self._endpoint(weighter)
         child = HeadToHead(name, seed=(self.seed or 0) if seed is None else seed,
-                           vocab_size=self.node(pn).port(pp).size, bag_weights=bag_weights)
+                           vocab_size=self.node(pn)._port(pp).size, bag_weights=bag_weights)
         with self._all_or_nothing():
             self.add(child)
             self._add_edge(pn, pp, name, "proposer", HEAD_TO_HEAD, blocked=None if feedback else "up")
@@ -312,7 +290,7 @@ class Graph:
         """A head-to-head node's parents must send a pair of kinds it can join."""
         sent = {}
         for parent, _, e in self.nx.in_edges(name, data=True):
-            sent[e["child_port"]] = (parent, e["parent_port"], set(self.node(parent).port(e["parent_port"]).sends))
+            sent[e["child_port"]] = (parent, e["parent_port"], set(self.node(parent)._port(e["parent_port"]).sends))
         (pn, pp, proposed), (wn, wp, weighed) = sent["proposer"], sent["weighter"]
         if not any((a, b) in HeadToHead.COMBINABLE for a in proposed for b in weighed):
             raise GraphError(
@@ -322,7 +300,7 @@ class Graph:
 
     def _validate_edge(self, parent, child, e):
         pnode, cnode = self.node(parent), self.node(child)
-        pport, cport = pnode.port(e["parent_port"]), cnode.port(e["child_port"])
+        pport, cport = pnode._port(e["parent_port"]), cnode._port(e["child_port"])
         where = f"{e['kind']} {parent}.{pport.name} -> {child}.{cport.name}"
         if e["blocked"] != "up" and not set(cport.sends) & set(pport.accepts):
             raise GraphError(f"{where}: {child}.{cport.name} sends {list(cport.sends)} but "
@@ -418,11 +396,12 @@ class Graph:
     # --- state ------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
         """What a checkpoint must match to be loaded here: the graph seed; every node's type and
-        settings (seeds included); a digest of every observation's data; the connections."""
+        settings (:func:`serket.module.settings`: its ``__init__`` arguments, seeds included); a
+        digest of every observation's data; the connections."""
         nodes = {}
         for name, d in self.nx.nodes(data=True):
             node = d["obj"]
-            nodes[name] = {"type": type(node).__name__, "settings": _settings(node)}
+            nodes[name] = {"type": type(node).__name__, "settings": settings(node)}
             if isinstance(node, Observation):
                 nodes[name]["data"] = node.data_digest()
         edges = sorted((p, c, e["kind"], e["parent_port"], e["child_port"], str(e["blocked"]))
@@ -440,8 +419,6 @@ class Graph:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from .errors import CheckpointError
-
         differences = fingerprint_differences(state.get("fingerprint"), self.fingerprint())
         if differences:
             raise CheckpointError("the checkpoint was written by a different graph: " + "; ".join(differences))
@@ -466,30 +443,12 @@ class Graph:
     def summary(self) -> str:
         lines = [f"Graph: {len(self.modules)} modules, {self.nx.number_of_nodes()} nodes, "
                  f"{self.nx.number_of_edges()} connections, device {self.device}"]
-        for name, d in self.nx.nodes(data=True):
-            lines.append(d["obj"].describe())
+        for name, node in self.nodes.items():
+            lines.append(f"{name}: {type(node).__name__}")
+            lines += [f"  port {port}" for port in node.ports().values()]
         lines.append("connections (parent -> child):")
         for p, c, e in self.nx.edges(data=True):
             flag = "" if e["kind"] == DATA or not e["blocked"] else f"  [{e['blocked']} messages switched off]"
             lines.append(f"  {e['kind']:<12} {p}.{e['parent_port']} -> {c}.{e['child_port']}{flag}")
         lines.append("schedule: " + ", ".join(self.schedule()))
         return "\n".join(lines)
-
-    def to_dot(self) -> str:
-        """Graphviz text: the same layout, shapes, colours and edge styles as :meth:`draw`."""
-        from .reporting import graph_to_dot
-
-        return graph_to_dot(self)
-
-    def draw(self, path, *, title: str | None = None) -> Path:
-        """Draw the graph to ``path`` and return the file written.
-
-        ``.dot`` writes Graphviz text (:meth:`to_dot`); ``.png`` (or no suffix: ``.png`` is added),
-        ``.svg`` and ``.pdf`` a figure (:func:`serket.reporting.draw_graph`): observations at the
-        bottom, modules above them, combiners on top; each edge labelled with its connection
-        kind; a two-way link solid with arrows both ways, a one-way link dashed with one arrow.
-        A directory or another suffix raises :class:`GraphError`.
-        """
-        from .reporting import draw_graph
-
-        return draw_graph(self, path, title=title)

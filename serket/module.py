@@ -1,24 +1,33 @@
-"""The module protocol: one generative model that talks to the rest only through its ports.
+"""The module protocol: what an author writes, and what the base class does for them.
 
-A module
+Every node of a graph — a module, an observation, a combiner — is a :class:`Node`: it has a
+name, declares its ports (:class:`Port`), receives messages on them, updates, and publishes one
+message per port. A :class:`Module` is a node that is a generative model: a ``torch.nn.Module``
+with its own seeded random stream, which can also be used alone (:meth:`Module.fit`).
 
-* declares its ports (:class:`Port`): the variables it shares, and the message kinds it sends
-  and accepts on each;
-* receives messages on those ports (:meth:`Module.receive`) — its data, or priors and
-  posteriors from the modules it is connected to;
-* learns in :meth:`Module.update` given what it last received;
-* publishes one message per port in :meth:`Module.publish`.
+An author of a module writes
 
-A module never imports another module. It works alone on plain tensors through
-:meth:`Module.fit`, so it can be tested and used without a graph.
+* ``__init__``: store every argument under its own name (``self.sweeps = sweeps``). The
+  signature *is* the declaration of the module's settings: printing the module shows them, and a
+  checkpoint refuses to resume with other ones (:func:`settings`);
+* :meth:`~Node.ports`, :meth:`~Node.update` (learn from :attr:`~Node.inbox`), :meth:`~Node.publish`
+  and, where the module has categories, :meth:`~Node.predict`;
+* learned state as attributes whose names end in ``_`` (``means_``, ``topics_``, an optimiser
+  ``optimizer_``), created in ``__init__`` (``None`` until learned). The base class saves,
+  restores and moves them, whatever their shape; private attributes named ``_cached_...`` are
+  derived caches, dropped whenever state is loaded or the module moves.
 
-Modules are ``torch.nn.Module`` subclasses: ``to(device)`` moves them, ``state_dict()`` saves
-their parameters, buffers and (through ``get_extra_state``) everything else they learned,
-including their random generator, so that a run resumed from a checkpoint continues exactly.
+The base class counts updates (:attr:`Module.n_updates`), seeds the module's stream from the
+graph seed and its name, converts and checks what arrives, and moves everything between devices.
+Two optional protocols stand apart: :class:`JointTraining` (below) for modules that take part in
+joint training's summed objective, and :class:`~serket.inference.SharedCategory` for modules whose
+category can be fitted jointly with other modules'.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,7 +38,7 @@ from .errors import ConfigError, MessageError, PortError
 from .validation import check_int, owner_name
 from .messages import MESSAGE_KINDS, Message, as_float_data
 
-__all__ = ["Port", "Module", "Rows", "resolve_device", "derive_seed"]
+__all__ = ["Port", "Node", "Module", "JointTraining", "Rows", "settings", "resolve_device", "derive_seed"]
 
 
 @dataclass(frozen=True)
@@ -107,61 +116,173 @@ def derive_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
-class Module(torch.nn.Module):
-    """Base class of every neuro-serket module.
 
-    Subclasses set their configuration in ``__init__``, declare :meth:`ports`, and fill in
-    :meth:`update` and :meth:`publish`; they may override :meth:`predict` (a category per item,
-    for metrics) and :meth:`_check_input` (clear errors on bad data).
+# --- settings: the __init__ signature is the declaration ---------------------------------------
+_NOT_SETTINGS = frozenset({"self", "name", "device"})
+
+
+def _setting_names(cls) -> tuple[str, ...]:
+    names = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass in (Node, Module, object) or klass.__module__.startswith("torch"):
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in _NOT_SETTINGS or p.name in names:
+                continue
+            names.append(p.name)
+        break  # the most derived __init__ declares the settings
+    return tuple(names)
+
+
+def _plain(value):
+    """``value`` as plain data (numbers, strings, tuples, dicts of them), or ``None`` plus False."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value, True
+    if isinstance(value, torch.device):
+        return str(value), True
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v) for v in value]
+        return tuple(i for i, _ in items), all(ok for _, ok in items)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in sorted(value.items())}
+        return {k: i for k, (i, _) in items.items()}, all(ok for _, ok in items.values())
+    return None, False
+
+
+def settings(node) -> dict:
+    """A node's settings, read from its ``__init__`` signature: each argument's stored value,
+    by name, as plain data (data tensors, such as an observation's, are left out: the graph's
+    fingerprint holds a digest of them instead). The printed form of a node and the checkpoint
+    fingerprint both come from here, so no setting can be missed by one and not the other."""
+    out = {}
+    for key in _setting_names(type(node)):
+        if not hasattr(node, key):
+            raise ConfigError(f"{owner_name(node)}: __init__ takes {key!r} but does not store it as "
+                              f"self.{key}; every argument of __init__ must be kept under its own name")
+        value, ok = _plain(getattr(node, key))
+        if ok:
+            out[key] = value
+    return out
+
+
+# --- learned state: attributes named with a trailing underscore ---------------------------------
+def _is_learned(key: str) -> bool:
+    return key.endswith("_") and not key.startswith("_")
+
+
+def _pack(value):
+    """Learned state as what ``torch.load(weights_only=True)`` reads back."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": value.detach().cpu()}
+    if isinstance(value, Message):
+        return {"message": value.state()}
+    if isinstance(value, torch.Generator):
+        return {"generator": value.get_state(), "device": str(value.device)}
+    if hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
+        return {"state_dict": value.state_dict()}
+    if isinstance(value, (list, tuple)):
+        return {"list" if isinstance(value, list) else "tuple": [_pack(v) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": {k: _pack(v) for k, v in value.items()}}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"plain": value}
+    raise ConfigError(f"learned state of type {type(value).__name__} cannot be saved; keep tensors, "
+                      f"numbers, strings, messages, optimisers and lists or dicts of them")
+
+
+def _unpack(packed, current, device):
+    kind = "generator" if "generator" in packed else next(iter(packed))  # a generator also records its device
+    value = packed[kind]
+    if kind == "tensor":
+        # a copy: a state dict made on this device holds the saving module's own tensors, which
+        # its next update may change in place (a Gibbs chain's assignments)
+        return value.to(device, copy=True)
+    if kind == "message":
+        return Message.from_state(value).to(device)
+    if kind == "generator":
+        if isinstance(current, torch.Generator) and current.device.type == torch.device(packed["device"]).type:
+            current.set_state(value)
+        return current
+    if kind == "state_dict":
+        current.load_state_dict(value)  # an optimiser: restored in place, tensors follow its params
+        return current
+    if kind in ("list", "tuple"):
+        items = [_unpack(v, None, device) for v in value]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        return {k: _unpack(v, (current or {}).get(k) if isinstance(current, dict) else None, device)
+                for k, v in value.items()}
+    return value
+
+
+def _moved(value, device, changed: bool):
+    if isinstance(value, (torch.Tensor, Message)):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_moved(v, device, changed) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_moved(v, device, changed) for v in value)
+    if isinstance(value, dict):
+        return {k: _moved(v, device, changed) for k, v in value.items()}
+    if changed and isinstance(value, torch.optim.Optimizer):
+        value.load_state_dict(value.state_dict())  # casts its state to where its parameters now are
+    return value
+
+
+class Node:
+    """One node of a graph: a name, ports, an inbox, ``update`` and ``publish``.
+
+    Modules, observations and the connection nodes share this base. A subclass declares
+    :meth:`ports` and fills in :meth:`update` and :meth:`publish` (and :meth:`predict` where it has
+    categories); its settings are its ``__init__`` arguments and its learned state its attributes
+    ending in ``_`` (see the module docstring).
     """
 
-    def __init__(self, name: str, *, seed: int = 0, device="cpu"):
-        super().__init__()
+    def __init__(self, name: str, device="cpu"):
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
         self.name = name
-        self.seed = check_int(self, "seed", seed)
-        self.inbox: dict[str, Message] = {}
-        self.n_updates = 0
+        self.inbox: dict[str, Message] = {}  # the last message received on each port
         self._device = resolve_device(device, self)
-        self.generator = torch.Generator(device=self._device)
-        self.generator.manual_seed(derive_seed(self.seed, name))
 
-    # --- ports and messages ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the node's tensors live."""
+        return self._device
+
+    # --- the protocol ---------------------------------------------------------------------------
     def ports(self) -> dict[str, Port]:
-        """The module's ports by name."""
+        """The node's ports by name."""
         raise NotImplementedError(f"{type(self).__name__} must declare its ports")
 
-    def port(self, name: str) -> Port:
-        ports = self.ports()
-        if name not in ports:
-            raise PortError(
-                f"module {self.name!r} ({type(self).__name__}) has no port {name!r}; "
-                f"its ports are {sorted(ports)}"
-            )
-        return ports[name]
+    def update(self) -> None:
+        """Learn (or combine), given the latest messages in :attr:`inbox`."""
+
+    def publish(self) -> dict[str, Message]:
+        """The outgoing message on each port that has one."""
+        return {}
+
+    def predict(self) -> torch.Tensor | None:
+        """A category per item it learned from, when the node has categories; else ``None``."""
+        return None
 
     def receive(self, port: str, message) -> None:
-        """Take a message on a port (a plain tensor becomes the port's first accepted kind
+        """Take a message on a port: checked against the port's declaration, moved to the node's
+        device and kept in :attr:`inbox` (a plain tensor becomes the port's first accepted kind
         among ``samples``, ``counts`` and ``categorical``)."""
         if isinstance(message, torch.Tensor):
             message = self._wrap_tensor(port, message)
         if not isinstance(message, Message):
-            raise MessageError(
-                f"module {self.name!r} port {port!r}: expected a Message or tensor, "
-                f"got {type(message).__name__}"
-            )
-        spec = self.port(port)
+            raise MessageError(f"{self._who()} port {port!r}: expected a Message or tensor, "
+                               f"got {type(message).__name__}")
+        spec = self._port(port)
         if message.kind not in spec.accepts:
-            raise PortError(
-                f"module {self.name!r} port {port!r} does not accept {message.kind!r} messages "
-                f"(it accepts {list(spec.accepts) or 'nothing'})"
-            )
+            raise PortError(f"{self._who()} port {port!r} does not accept {message.kind!r} messages "
+                            f"(it accepts {list(spec.accepts) or 'nothing'})")
         if spec.size is not None and message.size is not None and message.size != spec.size:
-            raise MessageError(
-                f"module {self.name!r} port {port!r}: message width {message.size} does not "
-                f"match the port's size {spec.size}"
-            )
+            raise MessageError(f"{self._who()} port {port!r}: message width {message.size} does not "
+                               f"match the port's size {spec.size}")
         message = message.to(self._device)
         dtype = self._parameter_dtype()
         if dtype is not None:  # data of any float dtype, converted once, to what the weights are
@@ -169,39 +290,132 @@ class Module(torch.nn.Module):
         self._check_input(port, message)
         self.inbox[port] = message
 
+    def _check_input(self, port: str, message: Message) -> None:
+        """May be overridden: module-specific checks of what arrives (data ranges, item counts);
+        raise :class:`~serket.errors.DataError` naming the port."""
+
+    # --- what the base class does ---------------------------------------------------------------
+    def _who(self) -> str:
+        return f"{'module' if isinstance(self, Module) else 'node'} {self.name!r} ({type(self).__name__})"
+
+    def _port(self, name: str) -> Port:
+        ports = self.ports()
+        if name not in ports:
+            raise PortError(f"{self._who()} has no port {name!r}; its ports are {sorted(ports)}")
+        return ports[name]
+
     def _parameter_dtype(self) -> torch.dtype | None:
-        """The dtype of the module's floating parameters, or None when it has none."""
-        for parameter in self.parameters():
-            if parameter.is_floating_point():
-                return parameter.dtype
         return None
 
     def _wrap_tensor(self, port: str, tensor: torch.Tensor) -> Message:
-        kinds = [k for k in self.port(port).accepts if k in ("samples", "counts", "categorical")]
+        kinds = [k for k in self._port(port).accepts if k in ("samples", "counts", "categorical")]
         kind = kinds[0] if kinds else "samples"
-        owner = f"module {self.name!r} port {port!r}"
+        owner = f"{self._who()} port {port!r}"
         if kind == "counts" and not (tensor.is_floating_point() or tensor.is_complex()):
             tensor = tensor.to(torch.get_default_dtype())  # integer counts are what counts are
         tensor = as_float_data(tensor, owner)
         try:
             return MESSAGE_KINDS[kind](tensor)
         except MessageError as err:
-            raise MessageError(f"module {self.name!r} port {port!r}: {err}") from None
+            raise MessageError(f"{owner}: {err}") from None
 
-    def _check_input(self, port: str, message: Message) -> None:
-        """Hook for module-specific checks of what arrives (data ranges, item counts)."""
+    def _learned(self) -> dict:
+        return {k: v for k, v in vars(self).items() if _is_learned(k)}
+
+    def _drop_caches(self) -> None:
+        for key in [k for k in vars(self) if k.startswith("_cached_")]:
+            setattr(self, key, None)
+
+    def _node_state(self) -> dict:
+        return {"inbox": {k: m.state() for k, m in self.inbox.items()},
+                "learned": {k: _pack(v) for k, v in self._learned().items()}}
+
+    def _load_node_state(self, state: dict) -> None:
+        self.inbox = {k: Message.from_state(v).to(self._device) for k, v in state["inbox"].items()}
+        current = self._learned()
+        for key, packed in state["learned"].items():
+            setattr(self, key, _unpack(packed, current.get(key), self._device))
+        self._drop_caches()
+
+    def _move_node(self, device: torch.device) -> None:
+        changed, self._device = device != self._device, device
+        self.inbox = {k: m.to(device) for k, m in self.inbox.items()}
+        for key, value in self._learned().items():
+            if isinstance(value, torch.Generator) and value.device.type != device.type:
+                raise ConfigError(f"{self._who()}: learned generator {key!r} cannot move to {device}")
+            setattr(self, key, _moved(value, device, changed))
+        self._drop_caches()
+
+    # torch-like verbs for nodes that are not torch modules (Module takes torch's own)
+    def to(self, device):
+        self._move_node(resolve_device(device, self))
+        return self
+
+    def state_dict(self) -> dict:
+        return self._node_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._load_node_state(state)
+
+    def extra_repr(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in settings(self).items())
+        return f"name={self.name!r}" + (f", {shown}" if shown else "") + f", device={self._device}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _counted(update):
+    """Wrap a subclass's ``update`` so that the base counts completed updates, once per call
+    from outside (an ``update`` that calls ``super().update()`` is still one update)."""
+    @functools.wraps(update)
+    def counted(self, *args, **kwargs):
+        if self._updating:
+            return update(self, *args, **kwargs)
+        self._updating = True
+        try:
+            result = update(self, *args, **kwargs)
+        finally:
+            self._updating = False
+        self.n_updates += 1
+        return result
+    counted._serket_counted = True
+    return counted
+
+
+class Module(torch.nn.Module, Node):
+    """Base class of every neuro-serket module: a :class:`Node` that is a ``torch.nn.Module``.
+
+    Beyond :class:`Node`, a module has a ``seed`` and its own random stream (:attr:`generator`,
+    derived from the seed and the module's name, so that adding a module to a graph does not
+    change the numbers the others draw), counts its updates (:attr:`n_updates`) and can be used
+    alone on plain tensors (:meth:`fit`). ``to(device)`` moves it, ``state_dict()`` saves its
+    parameters, buffers, learned attributes, inbox and stream, so that a resumed run continues
+    exactly.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        update = cls.__dict__.get("update")
+        if update is not None and not getattr(update, "_serket_counted", False):
+            cls.update = _counted(update)
+
+    def __init__(self, name: str, *, seed: int = 0, device="cpu"):
+        torch.nn.Module.__init__(self)
+        Node.__init__(self, name, device)
+        self.seed = check_int(self, "seed", seed)
+        self.n_updates = 0  # completed updates (alternate rounds or joint rounds), counted by the base
+        self._updating = False
+        self.generator = torch.Generator(device=self._device)
+        self.generator.manual_seed(derive_seed(self.seed, name))
 
     def update(self) -> None:
-        """Learn, given the latest messages in the inbox."""
+        """Learn, given the latest messages in :attr:`inbox`."""
         raise NotImplementedError(f"{type(self).__name__} must implement update()")
 
     def publish(self) -> dict[str, Message]:
         """The outgoing message on each port that has one."""
         raise NotImplementedError(f"{type(self).__name__} must implement publish()")
-
-    def predict(self) -> torch.Tensor | None:
-        """A category per item for metrics, when the module has categories; else ``None``."""
-        return None
 
     def fit(self, **messages) -> "Module":
         """Use the module alone: receive each ``port=message`` (or tensor), then update once."""
@@ -211,7 +425,56 @@ class Module(torch.nn.Module):
         self.update()
         return self
 
-    # --- joint training (optional: differentiable modules only) -------------------------------
+    # --- what the base class does ---------------------------------------------------------------
+    def _parameter_dtype(self) -> torch.dtype | None:
+        for parameter in self.parameters():
+            if parameter.is_floating_point():
+                return parameter.dtype
+        return None
+
+    def _apply(self, fn, recurse=True):
+        # torch calls _apply for .to()/.cuda()/.cpu(); keep our own tensors and device in step.
+        result = super()._apply(fn, recurse)
+        device = fn(torch.zeros(())).device
+        if device != self._device:
+            # a generator cannot move between devices: reseed one on the new device from the
+            # seed and the number of updates so far, so runs stay reproducible per device
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name))
+        self._move_node(device)
+        return result
+
+    def get_extra_state(self):
+        state = self._node_state()
+        state.update(n_updates=self.n_updates, generator=self.generator.get_state(),
+                     generator_device=str(self._device))
+        return state
+
+    def set_extra_state(self, state):
+        self.n_updates = int(state["n_updates"])
+        if torch.device(state["generator_device"]).type == self._device.type:
+            self.generator.set_state(state["generator"])
+        else:
+            self.generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name))
+        self._load_node_state(state)
+
+    def extra_repr(self) -> str:
+        return Node.extra_repr(self)
+
+    __repr__ = torch.nn.Module.__repr__
+
+
+class JointTraining:
+    """Optional protocol: a module that takes part in joint training's summed objective.
+
+    Mix it in before :class:`Module` (``class VAE(JointTraining, Module)``) and implement
+    :meth:`joint_forward` and :meth:`joint_optimizer`; :meth:`joint_begin` and :meth:`joint_end`
+    are optional. Each joint round the trainer calls ``joint_begin()``, then for every minibatch
+    ``joint_forward`` on every differentiable module, one backward pass through the sum of their
+    losses and one step of each ``joint_optimizer()``, then ``joint_end()``; it counts the round
+    as one update. Modules without this protocol are stepped between rounds instead.
+    """
+
     def joint_forward(self, idx: torch.Tensor, live: dict, scored: frozenset) -> tuple:
         """One minibatch of joint training: ``(loss, outputs)``.
 
@@ -226,109 +489,17 @@ class Module(torch.nn.Module):
         Returns:
             ``loss``: a scalar tensor, this module's share of the summed objective, averaged
             over the minibatch's items (or None); ``outputs``: ``{port: tensor}`` live tensors
-            for the neighbours. Modules that do not override this are not differentiable: the
-            joint trainer steps them between epochs instead.
+            (or :class:`Rows`) for the neighbours.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement joint_forward()")
 
-    @property
-    def differentiable(self) -> bool:
-        """Whether the module takes part in joint training's summed objective."""
-        return type(self).joint_forward is not Module.joint_forward
+    def joint_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser the joint trainer steps for this module."""
+        raise NotImplementedError(f"{type(self).__name__} must implement joint_optimizer()")
 
     def joint_begin(self) -> None:
-        """Hook: called before a round of joint training, after the round's messages arrived."""
+        """Called before a round of joint training, after the round's messages arrived."""
 
     def joint_end(self) -> None:
-        """Hook: called after a round of joint training; compute what :meth:`publish` sends."""
-        self.n_updates += 1
-
-    def joint_optimizer(self):
-        """The optimiser the joint trainer steps for this module (its ``optimizer`` by default)."""
-        return getattr(self, "optimizer", None)
-
-    # --- a category shared with other modules (the tail-to-tail combiner's joint fit) ----------
-    # A module whose categorical port is shared through a combiner may let the combiner fit the
-    # shared category jointly: the combiner then runs EM over all members from several starts and
-    # keeps the start with the highest joint likelihood. The four hooks below are pure except
-    # ``category_adopt``; ``port`` is the categorical port connected to the combiner.
-    def category_start(self, port: str, generator: torch.Generator) -> torch.Tensor:
-        """(N, K) responsibilities of a fresh start drawn from this module's own data alone."""
-        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
-
-    def category_fit(self, port: str, responsibilities: torch.Tensor):
-        """The parameters of the module's per-category distributions refitted to (N, K) soft
-        responsibilities (the module itself is left unchanged)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
-
-    def category_log_likelihood(self, port: str, params) -> torch.Tensor:
-        """(N, K) float64 ``log p(item i's data | category k)`` under ``params`` (from
-        :meth:`category_fit`), up to a per-item constant, the module's evidence weight included."""
-        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
-
-    def category_adopt(self, port: str, responsibilities: torch.Tensor, params) -> None:
-        """Install the joint fit: the module's learned state follows ``responsibilities`` and
-        ``params``, and its next :meth:`update` continues from there."""
-        raise NotImplementedError(f"{type(self).__name__} cannot share a category jointly")
-
-    @property
-    def shares_categories(self) -> bool:
-        """Whether the module implements the shared-category hooks."""
-        return type(self).category_fit is not Module.category_fit
-
-    # --- devices and state -------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    def _apply(self, fn, recurse=True):
-        # torch calls _apply for .to()/.cuda()/.cpu(); keep our own tensors and device in step.
-        result = super()._apply(fn, recurse)
-        probe = fn(torch.zeros(()))
-        if probe.device != self._device:
-            self._device = probe.device
-            # a generator cannot move between devices: reseed one on the new device from the
-            # seed and the number of updates so far, so runs stay reproducible per device
-            self.generator = torch.Generator(device=self._device)
-            self.generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name))
-        self.inbox = {k: m.to(self._device) for k, m in self.inbox.items()}
-        self._move_state(self._device)
-        return result
-
-    def _move_state(self, device: torch.device) -> None:
-        """Hook: move learned tensors that are neither parameters nor buffers."""
-
-    def _learned_state(self) -> dict:
-        """Hook: learned state beyond parameters and buffers (plain tensors, ints, dicts)."""
-        return {}
-
-    def _load_learned_state(self, state: dict) -> None:
-        """Hook: the inverse of :meth:`_learned_state`."""
-
-    def get_extra_state(self):
-        return {
-            "n_updates": self.n_updates,
-            "generator": self.generator.get_state(),
-            "generator_device": str(self._device),
-            "inbox": {k: m.state() for k, m in self.inbox.items()},
-            "learned": self._learned_state(),
-        }
-
-    def set_extra_state(self, state):
-        self.n_updates = int(state["n_updates"])
-        if torch.device(state["generator_device"]).type == self._device.type:
-            self.generator.set_state(state["generator"])
-        else:
-            self.generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name))
-        self.inbox = {k: Message.from_state(v).to(self._device) for k, v in state["inbox"].items()}
-        self._load_learned_state(state["learned"])
-        self._move_state(self._device)
-
-    def extra_repr(self) -> str:
-        return f"name={self.name!r}, device={self._device}"
-
-    def describe(self) -> str:
-        """One line per port, for graph summaries."""
-        lines = [f"{self.name}: {type(self).__name__}"]
-        lines += [f"  port {p}" for p in self.ports().values()]
-        return "\n".join(lines)
+        """Called after a round of joint training: compute what :meth:`publish` sends next, from
+        this round's parameters."""

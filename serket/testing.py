@@ -3,11 +3,15 @@
 ``check_module(factory, inputs)`` builds modules with ``factory()`` (same seed each time), feeds
 them ``inputs`` (``{port: Message}``) and checks:
 
-1. the declared ports are well formed (known message kinds);
-2. what is published matches the declarations (port, kind, size, number of items, device);
+1. the declared ports are well formed (known message kinds); every ``__init__`` argument is
+   stored under its own name (:func:`~serket.module.settings` reads them all) and the printed
+   form shows each setting;
+2. what is published matches the declarations (port, kind, size, number of items, device); an
+   update is counted once (``n_updates``);
 3. seeded determinism: two modules from the factory publish identical messages;
 4. save/load: a module restored from another's ``state_dict`` (through ``torch.save`` /
-   ``torch.load(weights_only=True)``) continues exactly as the original does;
+   ``torch.load(weights_only=True)``) holds the same learned state (every attribute ending in
+   ``_``, each created in ``__init__``) and continues exactly as the original does;
 5. device moves: ``to("cpu")`` (and ``to("cuda")`` where there is one) keeps the module working
    and its messages on the new device;
 6. clear errors on bad input: an unknown port, a kind the port does not accept, a wrong width,
@@ -20,8 +24,9 @@ import io
 
 import torch
 
-from .errors import MessageError, PortError, SerketError
+from .errors import ConfigError, MessageError, PortError, SerketError
 from .messages import MESSAGE_KINDS, Message, Samples
+from .module import settings
 
 __all__ = ["check_module"]
 
@@ -54,10 +59,50 @@ def _check_published(module, out: dict[str, Message], n_items: int, device) -> N
         assert message.device.type == torch.device(device).type, f"{module.name}.{port}: message on {message.device}"
 
 
+def _learned(module) -> dict:
+    return {k: v for k, v in vars(module).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def _same_state(a, b, what: str) -> None:
+    """Learned values equal exactly: tensors, messages, generators, optimisers, containers."""
+    if isinstance(a, Message) or isinstance(b, Message):
+        assert type(a) is type(b), f"{what}: {type(a).__name__} vs {type(b).__name__}"
+        for field, x in a._tensors().items():
+            _same_state(x, b._tensors()[field], f"{what}.{field}")
+    elif isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), f"{what}: a tensor on one side only"
+        x, y = a.detach().cpu(), b.detach().cpu()
+        assert x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y), f"{what} differs"
+    elif isinstance(a, torch.Generator):
+        assert isinstance(b, torch.Generator), f"{what}: a generator on one side only"
+        _same_state(a.get_state(), b.get_state(), what)
+    elif hasattr(a, "state_dict") and hasattr(a, "load_state_dict"):
+        _same_state(a.state_dict(), b.state_dict(), what)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{what}: keys {sorted(a)} vs {sorted(b)}"
+        for key in a:
+            _same_state(a[key], b[key], f"{what}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{what}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_state(x, y, f"{what}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), f"{what}: {a!r} vs {b!r}"  # NaN equals NaN here
+
+
 def check_module(factory, inputs: dict[str, Message], *, n_items: int | None = None) -> None:
     """Run the conformance checks; raises ``AssertionError`` naming the first failure."""
     module = factory()
     name = module.name
+    # 1. settings: the __init__ signature is the declaration, and printing shows it
+    try:
+        declared = settings(module)
+    except ConfigError as err:
+        raise AssertionError(f"{name}: {err}") from None
+    shown = module.extra_repr()
+    for key, value in declared.items():
+        assert f"{key}={value!r}" in shown, f"{name}: the printed form {shown!r} does not show {key}={value!r}"
+    fresh_learned = set(_learned(module))
     ports = module.ports()
     assert ports, f"{name}: declares no ports"
     for spec in ports.values():
@@ -71,6 +116,9 @@ def check_module(factory, inputs: dict[str, Message], *, n_items: int | None = N
     out = _feed(module, inputs)
     assert out, f"{name}: published nothing after an update"
     _check_published(module, out, n_items, module.device)
+    assert module.n_updates == 1, f"{name}: one update counted as {module.n_updates} (the base class counts them)"
+    late = sorted(set(_learned(module)) - fresh_learned)
+    assert not late, f"{name}: learned state {late} is not created in __init__ (set it to None there)"
 
     # 3. seeded determinism
     twin = factory()
@@ -82,6 +130,9 @@ def check_module(factory, inputs: dict[str, Message], *, n_items: int | None = N
     buffer.seek(0)
     restored = factory()
     restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.n_updates == module.n_updates, f"{name}: n_updates not restored"
+    for key, value in _learned(module).items():
+        _same_state(value, getattr(restored, key), f"{name}: learned {key} after a save/load round trip")
     _same(_feed(module, inputs), _feed(restored, inputs), f"{name}: a module restored from its state dict")
 
     # 5. device moves

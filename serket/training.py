@@ -32,7 +32,7 @@ from .connections import HEAD_TO_TAIL, Observation
 from .errors import CheckpointError, ConfigError, DataError, GraphError, SerketError, with_context
 from .graph import Graph, fingerprint_differences
 from .validation import check_int
-from .module import derive_seed
+from .module import JointTraining, derive_seed
 from .metrics import clustering_report
 from .seeding import rng_state, seed_everything, set_rng_state
 
@@ -211,12 +211,14 @@ class JointTrainer(AlternateTrainer):
         warmup: the first ``warmup`` rounds are alternate rounds (a pretraining: each module
             learns alone from the messages it has, as in SERKET), the rest joint.
 
-    Each round: the differentiable modules receive the latest messages and run
-    :meth:`~serket.module.Module.joint_begin`; ``epochs`` passes of minibatches, each a forward
-    pass through those modules children-first, one backward pass through the sum of their
-    losses, and a step of every module's optimiser; then
-    :meth:`~serket.module.Module.joint_end` and their messages are published, and the other
-    nodes of the schedule step in their order.
+    The differentiable modules are those implementing :class:`~serket.module.JointTraining`.
+    Each round: they receive the latest messages and run
+    :meth:`~serket.module.JointTraining.joint_begin`; ``epochs`` passes of minibatches, each a
+    forward pass through those modules children-first, one backward pass through the sum of
+    their losses, and a step of every module's ``joint_optimizer()``; then
+    :meth:`~serket.module.JointTraining.joint_end`, the round is counted as one update of each
+    (``n_updates``), their messages are published, and the other nodes of the schedule step in
+    their order.
     """
 
     def __init__(self, graph: Graph, *, rounds: int, epochs: int = 1, batch_size: int = 500,
@@ -226,7 +228,7 @@ class JointTrainer(AlternateTrainer):
         self.warmup = check_int("JointTrainer", "warmup", warmup, minimum=0)
         super().__init__(graph, rounds=rounds, **kwargs)
         order = {n: i for i, n in enumerate(graph.schedule())}
-        self.differentiable = sorted((n for n, m in graph.modules.items() if m.differentiable),
+        self.differentiable = sorted((n for n, m in graph.modules.items() if isinstance(m, JointTraining)),
                                      key=order.__getitem__)
         if not self.differentiable:
             raise GraphError("joint training needs at least one differentiable module; "
@@ -236,12 +238,12 @@ class JointTrainer(AlternateTrainer):
         # module's tensor up, with its graph attached unless the edge is one-way
         self.routes: list[tuple[str, str, str, str, bool]] = []
         self.scored: dict[str, set[str]] = {n: set() for n in self.differentiable}
-        for parent, child, e in graph.nx.edges(data=True):
-            if e["kind"] == HEAD_TO_TAIL and parent in diff and child in diff and e["blocked"] != "up":
-                attached = e["blocked"] != "down"
-                self.routes.append((child, e["child_port"], parent, e["parent_port"], attached))
+        for c in graph.connections():
+            if c.kind == HEAD_TO_TAIL and c.parent in diff and c.child in diff and c.blocked != "up":
+                attached = c.blocked != "down"
+                self.routes.append((c.child, c.child_port, c.parent, c.parent_port, attached))
                 if attached:
-                    self.scored[child].add(e["child_port"])
+                    self.scored[c.child].add(c.child_port)
 
     def round_mode(self, r: int) -> str:
         return "alternate" if r <= self.warmup else "joint"
@@ -302,6 +304,7 @@ class JointTrainer(AlternateTrainer):
                     opt.step()
         for name, module in modules.items():
             module.joint_end()
+            module.n_updates += 1  # a joint round is one update of each module in it
             graph.store(name)
         _sync(device)
         node_seconds["joint"] = time.perf_counter() - t

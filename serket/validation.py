@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 
-from .errors import ConfigError
+from .errors import ConfigError, MessageError
 
-__all__ = ["owner_name", "check_int", "check_real", "check_choice", "check_sizes"]
+__all__ = ["owner_name", "check_int", "check_real", "check_choice", "check_sizes", "check_items"]
 
 
 def owner_name(owner) -> str:
@@ -73,3 +73,11 @@ def check_sizes(owner, setting: str, values, *, minimum: int = 1, allow_empty: b
     for value in values:
         check_int(owner, f"{setting} entries", value, minimum=minimum)
     return tuple(int(v) for v in values)
+
+
+def check_items(owner, what: str, n_items: int, reference: str, n_reference: int) -> None:
+    """Refuse two things that must describe the same items but do not (a prior with 300 items
+    for data with 500): a :class:`~serket.errors.MessageError` naming both and their counts."""
+    if int(n_items) != int(n_reference):
+        raise MessageError(f"{owner_name(owner)}: {what} has {int(n_items)} items but {reference} has "
+                           f"{int(n_reference)}")

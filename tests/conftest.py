@@ -1,10 +1,8 @@
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import shutil
 
 import pytest
+
+import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 import torch
 
 from serket.messages import Categorical, Samples
@@ -31,7 +29,6 @@ class NoisyProjection(Module):
             if "z" in self.inbox:
                 z = 0.5 * (z + self.inbox["z"].mean)
         self.z = z
-        self.n_updates += 1
 
     def publish(self):
         return {} if self.z is None else {"z": Samples(self.z)}
@@ -55,7 +52,6 @@ class Categoriser(Module):
         if "c" in self.inbox:
             logits = logits + torch.log(self.inbox["c"].probs)
         self.probs = torch.softmax(logits, 1)
-        self.n_updates += 1
 
     def publish(self):
         if self.probs is None:

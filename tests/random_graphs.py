@@ -15,7 +15,8 @@ components on the same ``N`` items, each component a pattern the library documen
   and accepts Gaussians on one port) joined by a head-to-head product of experts;
 
 then, often, a tail-to-tail combiner over two or three of the categorical ports of equal size
-(with or without restarts, feedback on or off). Sizes and settings are drawn within their valid
+(with the joint fit of the shared category or messages multiplied only, evidence weights and
+prior exponents or not, feedback on or off). Sizes and settings are drawn within their valid
 ranges; training is alternate, or joint where a differentiable module is present.
 
 :func:`check_graph` trains a graph for two rounds checking every message it publishes after each
@@ -94,21 +95,9 @@ class GaussianExpert(Module):
             means.append(self.inbox["z"].mean)
             variances.append(self.inbox["z"].var)
         self.mean_, self.var_ = product_of_gaussians(means, variances)
-        self.n_updates += 1
 
     def publish(self):
         return {} if self.mean_ is None else {"z": Gaussian(self.mean_, self.var_)}
-
-    def _learned_state(self):
-        return {"mean": None if self.mean_ is None else self.mean_.cpu(),
-                "var": None if self.var_ is None else self.var_.cpu()}
-
-    def _load_learned_state(self, state):
-        self.mean_, self.var_ = state["mean"], state["var"]
-
-    def _move_state(self, device):
-        if getattr(self, "mean_", None) is not None:
-            self.mean_, self.var_ = self.mean_.to(device), self.var_.to(device)
 
 
 # --- the graph description ---------------------------------------------------------------------
@@ -290,7 +279,7 @@ class _Builder:
     def waveforms(n_mfcc: int, n_speakers: int):
         """Tiny synthetic utterances (tones per class, noise, silence around) through the front end."""
         def make(labels, g):
-            from serket.graphs.lda_asr import speech_sequences
+            from serket.audio import speech_sequences
 
             rate = 8000
             tones = 300.0 + 1500.0 * torch.rand(int(labels.max()) + 1, 2, generator=g)
@@ -420,8 +409,7 @@ class _Builder:
         settings = dict(n_topics=k, vocab_sizes=vocab, alpha=r.choice([0.01, 0.1, 1.0, 5.0]),
                         beta=r.choice([0.01, 0.1, 1.0]),
                         tokens=tokens, sweeps=r.randint(1, 3), block_size=block, chains=r.choice([1, 1, 2]),
-                        category_message=r.choice(["proportions", "likelihood"]),
-                        evidence_weight=r.choice([0.01, 0.1, 0.5, 1.0, 2.0]), seed=self.module_seed())
+                        seed=self.module_seed())
         if len(vocab) > 1 and r.random() < 0.5:
             settings["weights"] = {m: r.choice([0.0, 0.5, 1.0, 2.0]) for m in vocab}
             if not any(settings["weights"].values()):
@@ -545,18 +533,23 @@ class _Builder:
         members = r.sample(group, min(len(group), r.choice([2, 2, 3])))
         name = self.name("category")
         feedback = r.random() < 0.8
-        restarts = r.choice([None, None, 0, 1, 2]) if feedback else None
         kwargs = dict(smoothing=r.choice([0.0, 0.01, 0.1, 0.5]), temperature=r.choice([0.2, 0.5, 1.0, 1.5, 3.0]),
-                      restarts=restarts, em_iterations=r.choice([1, 3, 10]), feedback=feedback)
+                      em_iterations=r.choice([1, 3, 10]), feedback=feedback)
+        restarts = r.choice(["default", "default", None, 0, 1, 2])  # None: the messages only multiplied
+        if restarts != "default":
+            kwargs["restarts"] = restarts
+        if r.random() < 0.5:
+            weighed = r.sample(members, r.randint(1, len(members)))
+            kwargs["evidence_weight"] = {m: r.choice([0.01, 0.1, 0.5, 1.0, 2.0]) for m, _, _ in weighed}
         lda_members = [m for m, _, cls in members if cls == "LDA"]
         if lda_members and r.random() < 0.5:
-            kwargs["prior_temperature"] = {lda_members[0]: r.choice([0.05, 0.5, 2.0])}
+            kwargs["prior_exponent"] = {lda_members[0]: r.choice([0.05, 0.5, 2.0])}
         self.connect("tail_to_tail", name, [f"{m}.c" for m, _, _ in members], **kwargs)
         self.fg.parts.append(f"{name}=tail_to_tail({[m for m, _, _ in members]}, {_short(kwargs)})")
         self.fg.tags.add(f"tail_to_tail:{len(members)}")
         if not feedback:
             self.fg.tags.add("tail_to_tail:one-way")
-        if restarts is not None:
+        if feedback and restarts is not None:  # the joint fit (the default)
             self.fg.tags.add("tail_to_tail:restarts")
 
     def training(self):

@@ -4,9 +4,10 @@ import torch
 from scipy import stats
 from torch.distributions import Independent, Normal
 
+from serket.clustering import kmeans, kmeans_pp_labels
 from serket.errors import DataError, MessageError
 from serket.messages import NBest, Sequences
-from serket.modules.asr import Recognizer, diagonal_gaussian_log_likelihood, kmeans
+from serket.modules.asr import Recognizer, diagonal_gaussian_log_likelihood
 from serket.testing import check_module
 
 
@@ -46,6 +47,64 @@ def test_kmeans_recovers_separated_clusters():
     # every true cluster is exactly one found cluster
     for k in range(3):
         assert len(torch.unique(labels[torch.arange(300) % 3 == k])) == 1
+
+
+def _old_kmeans(points, k, iterations, restarts, generator, sample):
+    """The recogniser's own k-means as it was before it moved to serket.clustering, to pin its draws."""
+    def sq(p, c):
+        return (p.pow(2).sum(1, keepdim=True) - 2.0 * p @ c.T + c.pow(2).sum(1)).clamp_min(0)
+
+    n = points.shape[0]
+    subset = points if n <= sample else points[torch.randperm(n, generator=generator)[:sample]]
+    best = None
+    for _ in range(restarts):
+        centres = subset[torch.randint(subset.shape[0], (1,), generator=generator)]
+        closest = sq(subset, centres).squeeze(1)
+        for _ in range(1, k):
+            probs = closest / closest.sum() if float(closest.sum()) > 0 else torch.full_like(closest, 1.0 / len(closest))
+            idx = torch.multinomial(probs, 1, generator=generator)
+            centres = torch.cat([centres, subset[idx]])
+            closest = torch.minimum(closest, sq(subset, subset[idx]).squeeze(1))
+        for _ in range(iterations):
+            labels = sq(subset, centres).argmin(1)
+            counts = torch.bincount(labels, minlength=k).to(subset.dtype)
+            sums = torch.zeros_like(centres).index_add_(0, labels, subset)
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        inertia = float(sq(subset, centres).amin(1).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, centres)
+    return best[1], sq(points, best[1]).argmin(1)
+
+
+def _old_kmeans_pp_labels(points, n_clusters, generator):
+    """The GMM's k-means++ seeding as it was before the recogniser shared it."""
+    centres = [points[torch.randint(points.shape[0], (1,), generator=generator)[0]]]
+    nearest = (points - centres[0]).square().sum(1)
+    for _ in range(1, n_clusters):
+        weights = torch.where(nearest.sum() > 0, nearest, torch.ones_like(nearest))
+        centres.append(points[torch.multinomial(weights, 1, generator=generator)[0]])
+        nearest = torch.minimum(nearest, (points - centres[-1]).square().sum(1))
+    return torch.cdist(points, torch.stack(centres)).argmin(1)
+
+
+@pytest.mark.parametrize("n, sample", [(400, 20000), (3000, 1000)])
+def test_one_kmeans_pp_draws_what_each_caller_drew_before(n, sample):
+    # the recogniser's k-means and the GMM's seeding computed D^2 and its weights differently;
+    # the one seeding keeps each caller's arithmetic, so the same streams pick the same points
+    points = torch.randn(n, 5, generator=torch.Generator().manual_seed(n)) * torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0])
+    new, old = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    centres, labels = kmeans(points, 12, iterations=4, restarts=3, generator=new, sample=sample)
+    want_centres, want_labels = _old_kmeans(points, 12, 4, 3, old, sample)
+    assert torch.equal(centres, want_centres) and torch.equal(labels, want_labels)
+    assert torch.equal(new.get_state(), old.get_state())
+    for _ in range(3):
+        assert torch.equal(kmeans_pp_labels(points.double(), 10, new), _old_kmeans_pp_labels(points.double(), 10, old))
+    assert torch.equal(new.get_state(), old.get_state())
+    # duplicates everywhere: the draws fall back to uniform, each in its own arithmetic
+    few = points[:3].repeat(20, 1)
+    assert torch.equal(kmeans(few, 5, generator=new)[0], _old_kmeans(few, 5, 25, 3, old, 20000)[0])
+    assert torch.equal(kmeans_pp_labels(few, 5, new), _old_kmeans_pp_labels(few, 5, old))
+    assert torch.equal(new.get_state(), old.get_state())
 
 
 def test_drawn_paths_follow_the_frame_posteriors():

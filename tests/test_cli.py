@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from serket import __version__
-from serket.benchmarking import parse_benchmark_args
-from serket.cli import benchmarks, main
+from serket.bench.cli import benchmarks, main
+from serket.bench.runner import parse_benchmark_args
 from serket.graphs import neuro_serket, vae_gmm
 
 
@@ -121,11 +121,11 @@ def test_quick_never_overrides_an_option_given_explicitly(tmp_path):
 
 
 def test_the_installed_command_exits_2_with_one_line_and_debug_shows_the_traceback(tmp_path):
-    command = [sys.executable, "-m", "serket.cli", "bench", "vae-gmm", "--rounds", "0"]
+    command = [sys.executable, "-m", "serket.bench.cli", "bench", "vae-gmm", "--rounds", "0"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         "serket bench vae-gmm: error: argument --rounds: must be a positive integer, got '0'")
-    missing = [sys.executable, "-m", "serket.cli", "bench", "lda-asr", "--speech", "fsdd", "--data-dir", str(tmp_path),
+    missing = [sys.executable, "-m", "serket.bench.cli", "bench", "lda-asr", "--speech", "fsdd", "--data-dir", str(tmp_path),
                "--out", str(tmp_path / "out")]
     done = subprocess.run(missing, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -135,7 +135,7 @@ def test_the_installed_command_exits_2_with_one_line_and_debug_shows_the_traceba
 
 
 def test_result_files_are_readable_like_the_plots(tmp_path):
-    from serket.reporting import write_json, write_text
+    from serket.bench.reporting import write_json, write_text
 
     old = os.umask(0o022)
     try:

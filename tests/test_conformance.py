@@ -30,8 +30,9 @@ def test_vae_conformance_with_a_prior():
 
 def test_the_check_catches_a_nondeterministic_module():
     class Leaky(VAE):
-        def _noise(self, like):  # draws from the global generator, not the module's own stream
-            return torch.randn_like(like)
+        def update(self):  # draws from the global generator, not the module's own stream
+            super().update()
+            self.latent_ = self.latent_ + torch.randn_like(self.latent_)
 
     x = (torch.rand(40, 12, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     try:

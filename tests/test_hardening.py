@@ -51,15 +51,16 @@ def test_integer_data_where_real_values_are_meant_is_refused_by_name():
     pixels = (torch.rand(10, 4) * 255).to(torch.uint8)
     with pytest.raises(DataError, match=r"observation 'images': integer data \(torch.uint8\)"):
         Observation("images", pixels)
-    with pytest.raises(DataError, match=r"module 'vae' port 'x': integer data \(torch.int64\)"):
+    with pytest.raises(DataError, match=r"module 'vae' \(VAE\) port 'x': integer data \(torch.int64\)"):
         VAE("vae", x_dim=4, z_dim=2, hidden=(4,), epochs=1).receive("x", torch.ones(3, 4, dtype=torch.int64))
     mask = Observation("mask", torch.ones(5, 2, dtype=torch.bool))
     assert mask.data.values.dtype == torch.float32 and float(mask.data.values.sum()) == 10.0
 
 
 def test_the_derived_schedule_of_the_speech_architecture_trains(tmp_path):
-    from serket.graphs.lda_asr import SCHEDULE, build_lda_asr, speech_sequences
-    from serket.speech import load_fsdd
+    from serket.audio import speech_sequences
+    from serket.datasets import load_fsdd
+    from serket.graphs.lda_asr import SCHEDULE, build_lda_asr
 
     digits = load_fsdd(source="bundled", speakers=["jackson"], verbose=False).subset(list(range(0, 500, 10)))
     graph = build_lda_asr(speech_sequences(digits.waveforms, digits.rate, digits.speakers), n_units=8,
@@ -138,26 +139,75 @@ def test_a_checkpoint_resumes_only_the_graph_that_wrote_it(tmp_path, change, exp
             return _vae_gmm(other)
         g = _vae_gmm(data, sweeps=3 if change == "module setting" else 2)
         if change == "module seed":
-            g.nx.nodes["gmm"]["obj"].seed = 5
+            g.node("gmm").seed = 5
         return g
 
     message = _resume_error(tmp_path, lambda: _vae_gmm(data), second)
     assert expected in message and "start fresh" in message, message
 
 
-def test_a_combiner_setting_is_part_of_the_fingerprint(tmp_path):
-    def build(temperature):
+@pytest.mark.parametrize("options, expected", [
+    ({"temperature": 0.5}, "node 'shared' setting temperature: checkpoint 1.0, here 0.5"),
+    ({"smoothing": 0.1}, "node 'shared' setting smoothing: checkpoint 0.01, here 0.1"),
+    ({"restarts": 2}, "node 'shared' setting restarts: checkpoint 10, here 2"),
+    ({"restarts": None}, "node 'shared' setting restarts: checkpoint 10, here None"),
+    ({"em_iterations": 5}, "node 'shared' setting em_iterations: checkpoint 50, here 5"),
+    ({"evidence_weight": {"b": 0.5}}, "node 'shared' setting evidence_weight: checkpoint {}, here {'b': 0.5}"),
+    ({"prior_exponent": {"a": 2.0}}, "node 'shared' setting prior_exponent: checkpoint {}, here {'a': 2.0}"),
+])
+def test_every_combiner_setting_is_part_of_the_fingerprint(tmp_path, options, expected):
+    def build(**options):
         g = Graph(seed=0)
         g.add(Observation("points", torch.randn(30, 2, generator=torch.Generator().manual_seed(0))))
         for name in ("a", "b"):
             g.add(GMM(name, n_clusters=2, dim=2, sweeps=1))
             g.observe("points", f"{name}.x")
-        g.tail_to_tail("shared", ["a.c", "b.c"], temperature=temperature)
+        g.tail_to_tail("shared", ["a.c", "b.c"], **options)
         return g
 
-    message = _resume_error(tmp_path, lambda: build(1.0), lambda: build(0.5))
-    assert "node 'shared' setting temperature: checkpoint 1.0, here 0.5" in message
+    message = _resume_error(tmp_path, build, lambda: build(**options))
+    assert expected in message, message
     assert load_checkpoint(tmp_path / "checkpoint.pt")["completed"] == 1
+
+
+def _speech_graph(*, variance_floor=1e-3, bag_weights="scores", feedback=True):
+    from serket.messages import Counts, Sequences
+    from serket.modules.lda import LDA
+    from serket.modules.asr import Recognizer
+
+    gen = torch.Generator().manual_seed(0)
+    frames = Sequences(torch.randn(12, 6, 2, generator=gen), torch.randint(3, 7, (12,), generator=gen))
+    g = Graph(seed=0)
+    g.add(Observation("speech", frames))
+    g.add(Recognizer("asr", n_units=3, dim=2, n_best=2, restarts=1, iterations=2, variance_floor=variance_floor))
+    g.add(LDA("lda", n_topics=2, vocab_sizes={"w": 3}, sweeps=1, tokens=5))
+    g.observe("speech", "asr.audio")
+    g.head_to_head("words", proposer="asr.w", weighter="lda.w", bag_weights=bag_weights, feedback=feedback)
+    return g
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"variance_floor": 1e-2}, "node 'asr' setting variance_floor: checkpoint 0.001, here 0.01"),
+    ({"bag_weights": "uniform"}, "node 'words' setting bag_weights: checkpoint 'scores', here 'uniform'"),
+    ({"feedback": False}, "connections: checkpoint"),
+])
+def test_recogniser_and_head_to_head_settings_are_part_of_the_fingerprint(tmp_path, change, expected):
+    message = _resume_error(tmp_path, _speech_graph, lambda: _speech_graph(**change))
+    assert expected in message and "start fresh" in message, message
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused_as_older(tmp_path):
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"format": "neuro-serket-checkpoint/2", "completed": 1}, buffer)
+    body = buffer.getvalue()
+    older = tmp_path / "checkpoint.pt"
+    older.write_bytes(f"neuro-serket-checkpoint/2 sha256={hashlib.sha256(body).hexdigest()}\n".encode() + body)
+    with pytest.raises(CheckpointError, match=r"has format 'neuro-serket-checkpoint/2', this version reads "
+                                              r"'neuro-serket-checkpoint/3'.*start fresh"):
+        load_checkpoint(older)
 
 
 _TRAIN_AND_MAYBE_HANG = r'''
@@ -253,7 +303,9 @@ def test_graph_and_trainer_settings_are_checked_by_name():
     ({"smoothing": 1.0}, "combiner 'shared': smoothing must be a finite number in \\[0, 1\\), got 1.0"),
     ({"restarts": -2}, "combiner 'shared': restarts must be an integer >= 0, got -2"),
     ({"em_iterations": 0}, "combiner 'shared': em_iterations must be an integer >= 1, got 0"),
-    ({"prior_temperature": {"a": float("inf")}}, "prior_temperature\\['a'\\] must be a finite number > 0"),
+    ({"prior_exponent": {"a": float("inf")}}, "prior_exponent\\['a'\\] must be a finite number > 0"),
+    ({"evidence_weight": {"a": 0.0}}, "evidence_weight\\['a'\\] must be a finite number > 0"),
+    ({"evidence_weight": [0.5]}, "evidence_weight must be a dict of module name -> number"),
 ])
 def test_combiner_settings_are_checked_by_name_and_leave_no_node(options, message):
     from serket.errors import ConfigError

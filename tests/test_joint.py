@@ -7,26 +7,26 @@ from serket.connections import Observation
 from serket.errors import GraphError
 from serket.graph import Graph
 from serket.messages import Samples
-from serket.module import Module, Port
+from serket.module import JointTraining, Module, Port
 from serket.modules.gmm import GMM
 from serket.modules.mixture import MixturePrior, diagonal_mixture_log_density
 from serket.modules.vae import VAE
 from serket.training import JointTrainer, train
 
 
-class Scale(Module):
+class Scale(JointTraining, Module):
     """z = a * x with a learnable scalar a; its own objective is 0.5 (a - 2)^2."""
 
     def __init__(self, name, *, seed=0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         self.a = torch.nn.Parameter(torch.ones((), device=self.device))
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=0.02)
+        self.optimizer_ = torch.optim.Adam(self.parameters(), lr=0.02)
 
     def ports(self):
         return {"x": Port("x", accepts=("samples",), size=1), "z": Port("z", sends=("samples",), accepts=("gaussian",), size=1)}
 
     def update(self):
-        self.n_updates += 1
+        pass  # learns only jointly; the base counts the update
 
     def publish(self):
         return {"z": Samples(self.a.detach() * self.inbox["x"].values)}
@@ -34,6 +34,9 @@ class Scale(Module):
     def joint_forward(self, idx, live, scored):
         z = self.a * self.inbox["x"].values[idx]
         return 0.5 * (self.a - 2.0) ** 2, {"z": z}
+
+    def joint_optimizer(self):
+        return self.optimizer_
 
 
 def _toy(feedback=True, n=2000):
@@ -142,7 +145,7 @@ def test_joint_training_errors_are_named():
 
 
 def test_multimodal_benchmark_smoke(tmp_path, capsys, golden_figures):
-    from serket.cli import main
+    from serket.bench.cli import main
 
     assert main(["bench", "multimodal", "--quick", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -353,9 +353,9 @@ def test_lda_conformance():
 def test_bad_input_raises_errors_that_name_the_module_and_the_problem():
     lda = LDA("topics", n_topics=2, vocab_sizes={"image": 3, "speech": 4})
     lda.receive("image", Counts(torch.ones(5, 3)))
-    with pytest.raises(MessageError, match=r"'topics'.*'speech' got 6 items but port 'image' has 5"):
+    with pytest.raises(MessageError, match=r"^LDA 'topics': port 'speech' has 6 items but port 'image' has 5$"):
         lda.receive("speech", Counts(torch.ones(6, 4)))
-    with pytest.raises(MessageError, match=r"port 'c' got 4 items"):
+    with pytest.raises(MessageError, match=r"port 'c' has 4 items"):
         lda.receive("c", Categorical(torch.full((4, 2), 0.5)))
     with pytest.raises(MessageError, match="does not match the port's size 4"):
         lda.receive("speech", Counts(torch.ones(5, 3)))
@@ -401,8 +401,9 @@ def test_several_chains_keep_the_likeliest():
     lda = LDA("lda", n_topics=3, vocab_sizes=(12,), sweeps=15, chains=4, tokens=None, seed=1)
     lda.fit(w0=words)
     assert len(lda.chain_log_joints_) == 4
-    assert lda.log_joint() == pytest.approx(max(lda.chain_log_joints_))
+    assert lda.log_joint() == max(lda.chain_log_joints_)  # the kept chain's state, exactly
     assert lda.n_updates == 1
+    assert torch.equal(lda.token_table()["topic"], lda.topics_)  # its tokens kept with it
     lda.update()  # later updates continue the kept chain
     assert lda.n_updates == 2 and len(lda.chain_log_joints_) == 4
     with pytest.raises(ValueError, match="chains"):
@@ -412,12 +413,15 @@ def test_several_chains_keep_the_likeliest():
 def test_category_likelihood_is_each_topic_explaining_the_whole_document():
     # the closed form: softmax_c(evidence_weight * sum_v n_dv log phi_cv), from the fitted phi
     counts = _ambiguous_corpus()
-    lda = LDA("lda", n_topics=2, vocab_sizes=(5,), sweeps=30, seed=7, tokens=40,
-              category_message="likelihood", evidence_weight=0.25)
+    lda = LDA("lda", n_topics=2, vocab_sizes=(5,), sweeps=30, seed=7, tokens=40)
+    assert lda.category_weight_ is None
+    lda.category_join("c", 0.25)  # what a tail-to-tail connection with a joint fit calls
+    assert lda.category_weight_ == 0.25
     lda.fit(w0=counts)
     phi = lda.topic_word_["w0"].double()
     expected = torch.softmax(0.25 * lda.token_counts_.double() @ phi.log().T, 1)
     torch.testing.assert_close(lda.publish()["c"].probs.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lda.category_likelihood(), expected.float())
     # documents of clear words are certain of their topic, word-4-only ones much less so
     assert float(expected[:80].max(1).values.min()) > 0.99
     assert float(expected[80:].max(1).values.max()) < float(expected[:80].max(1).values.min())
@@ -432,7 +436,24 @@ def test_category_likelihood_is_each_topic_explaining_the_whole_document():
     want = torch.softmax(expected.log() + 40 * root.double().log(), 1)
     torch.testing.assert_close(post, want, rtol=1e-4, atol=1e-5)
     assert (lda.predict() == post.argmax(1)).all()
-    with pytest.raises(ValueError, match="category_message"):
-        LDA("lda", n_topics=2, vocab_sizes=(5,), category_message="argmax")
     with pytest.raises(ValueError, match="evidence_weight"):
-        LDA("lda", n_topics=2, vocab_sizes=(5,), evidence_weight=0.0)
+        LDA("lda", n_topics=2, vocab_sizes=(5,)).category_join("c", 0.0)
+
+
+def test_an_lda_not_joined_sends_its_topic_proportions_and_predicts_its_likeliest_topic():
+    counts = _ambiguous_corpus()
+    lda = LDA("lda", n_topics=2, vocab_sizes=(5,), sweeps=30, seed=7, tokens=40).fit(w0=counts)
+    prior = Categorical(torch.tensor([[0.3, 0.7]]).expand(100, 2))
+    lda.receive("c", prior)
+    assert torch.equal(lda.publish()["c"].probs, lda.topic_proportions_)
+    assert torch.equal(lda.predict(), lda.topic_posterior_.argmax(1))
+    # without a join the category log likelihood carries no weight (exactly 1)
+    log_phi = lda.topic_word_["w0"].double().log()
+    assert torch.equal(lda.category_log_likelihood("c", log_phi), lda.token_counts_.double() @ log_phi.T)
+    # joined, the same state sends the weighted single-topic likelihood and predicts by it
+    joined = LDA("lda", n_topics=2, vocab_sizes=(5,), sweeps=30, seed=7, tokens=40)
+    joined.load_state_dict(lda.state_dict())
+    joined.category_join("c", 0.5)
+    assert torch.equal(joined.publish()["c"].probs, joined.category_likelihood())
+    assert torch.equal(joined.predict(), joined.category_posterior().argmax(1))
+    assert torch.equal(joined.category_log_likelihood("c", log_phi), 0.5 * (lda.token_counts_.double() @ log_phi.T))

@@ -2,7 +2,8 @@
 
 import torch
 
-from serket.graphs.lda_asr import SCHEDULE, build_lda_asr, speech_sequences
+from serket.audio import speech_sequences
+from serket.graphs.lda_asr import SCHEDULE, build_lda_asr
 from serket.training import AlternateTrainer
 
 
@@ -49,7 +50,7 @@ def test_speech_sequences_trim_and_normalise_per_speaker():
 
 
 def test_lda_asr_benchmark_smoke(tmp_path, capsys, golden_figures):
-    from serket.cli import main
+    from serket.bench.cli import main
 
     assert main(["bench", "lda-asr", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -136,7 +136,7 @@ def test_bad_multimodal_input_is_named():
     with pytest.raises(DataError, match=r"needs \(N, 6\)"):
         _mvae().infer({"speech": torch.zeros(4, 5)})
     from serket.errors import MessageError
-    with pytest.raises(MessageError, match="different numbers of items"):
+    with pytest.raises(MessageError, match="port 'speech' has 7 items but port 'image' has 10"):
         _mvae().fit(image=image, speech=speech[:7])
     with pytest.raises(MessageError, match="non-finite"):
         _mvae().receive("speech", torch.full((10, 6), float("nan")))
@@ -157,11 +157,9 @@ def test_kl_annealing_scales_only_the_prior_terms():
 
 
 def test_jmvae_with_a_mixture_trained_jointly_categorises_real_pairs():
-    from serket.data import load_mnist_subset
-    from serket.graphs.jmvae_gmm import build_jmvae_gmm
-    from serket.graphs.lda_asr import load_speech, speech_sequences
-    from serket.graphs.multimodal import speech_vectors
-    from serket.graphs.neuro_serket import pair_by_digit
+    from serket.audio import speech_sequences, speech_vectors
+    from serket.datasets import load_mnist_subset, load_speech, pair_by_digit
+    from serket.graphs.multimodal import build_jmvae_gmm
     from serket.metrics import clustering_accuracy
     from serket.training import train
 

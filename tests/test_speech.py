@@ -14,19 +14,13 @@ import pytest
 import soundfile
 import torch
 
-import serket.speech as speech
-from serket.data import data_dir, file_sha256
+import serket.audio.synthesis as synthesis
+import serket.datasets.spoken_digits as spoken_digits
+from serket.audio import read_wav, synthesize_digits
+from serket.datasets import bundle_fsdd, data_dir, load_fsdd, load_synthetic, waveform_digest
+from serket.datasets.spoken_digits import BUNDLED_FSDD, FSDD_DIGEST
 from serket.errors import DataError
-from serket.speech import (
-    BUNDLED_FSDD,
-    FSDD_DIGEST,
-    bundle_fsdd,
-    load_fsdd,
-    load_synthetic,
-    read_wav,
-    synthesize_digits,
-    waveform_digest,
-)
+from serket.files import file_sha256
 
 
 def write_wav(path, samples, rate=8000, subtype="PCM_16"):
@@ -146,20 +140,20 @@ def test_a_bundle_round_trips_and_a_damaged_one_is_refused(tmp_path):
     write_wav(recordings / "2_amy_0.wav", [0.5, -0.25, -1.0, 32767 / 32768])  # the int16 extremes
     archive = bundle_fsdd(recordings, tmp_path / "bundle" / "recordings.zip")
     wavs = load_fsdd(data_dir=tmp_path, source="shared", target_rate=None, verbose=False)
-    bundled = speech._load_bundle(archive, target_rate=None, speakers=None,
+    bundled = spoken_digits._load_bundle(archive, target_rate=None, speakers=None,
                                   expected_sha256=file_sha256(archive))
     assert waveform_digest(bundled) == waveform_digest(wavs)
     assert [Path(p).name for p in bundled.paths] == ["1_amy_0.flac", "1_amy_12.flac", "2_amy_0.flac",
                                                       "3_bob_1.flac"]
     assert sorted(zipfile.ZipFile(archive).namelist()) == sorted(Path(p).name for p in bundled.paths)
     with pytest.raises(DataError, match=r"recordings\.zip: the bundled FSDD copy is damaged"):
-        speech._load_bundle(archive, target_rate=None, speakers=None, expected_sha256="0" * 64)
+        spoken_digits._load_bundle(archive, target_rate=None, speakers=None, expected_sha256="0" * 64)
     with pytest.raises(DataError, match="missing from this installation"):
-        speech._load_bundle(tmp_path / "gone.zip", target_rate=None, speakers=None, expected_sha256=None)
+        spoken_digits._load_bundle(tmp_path / "gone.zip", target_rate=None, speakers=None, expected_sha256=None)
     broken = tmp_path / "broken.zip"
     broken.write_bytes(archive.read_bytes()[:-200])
     with pytest.raises(DataError, match="broken.zip"):
-        speech._load_bundle(broken, target_rate=None, speakers=None, expected_sha256=None)
+        spoken_digits._load_bundle(broken, target_rate=None, speakers=None, expected_sha256=None)
     (recordings / "0_amy_0.wav").write_bytes(b"")  # an empty recording is named, nothing written
     with pytest.raises(DataError, match="0_amy_0.wav"):
         bundle_fsdd(recordings, tmp_path / "other.zip")
@@ -234,7 +228,7 @@ def test_fsdd_download_failure_is_a_clear_error(tmp_path, monkeypatch):
 @pytest.fixture
 def two_espeak_voices(monkeypatch):
     # Fewer espeak-ng voices, so that a small set also reaches flite and festival if installed.
-    monkeypatch.setattr(speech, "ESPEAK_VOICES", ("en-us+m1", "en-gb+f2"))
+    monkeypatch.setattr(synthesis, "ESPEAK_VOICES", ("en-us+m1", "en-gb+f2"))
 
 
 @pytest.mark.requires_program("espeak-ng")
@@ -255,8 +249,8 @@ def test_synthesis_is_deterministic_and_labelled_synthetic(tmp_path, two_espeak_
     assert all(len(w) > 0.1 * a.rate for w in a.waveforms)
     info = soundfile.info(a.paths[0])
     assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
-    pool, _ = speech._voice_pool(("espeak-ng",))
-    assert speech._clip_plan(pool, 7, 4) != speech._clip_plan(pool, 7, 3)  # the seed matters
+    pool, _ = synthesis._voice_pool(("espeak-ng",))
+    assert synthesis._clip_plan(pool, 7, 4) != synthesis._clip_plan(pool, 7, 3)  # the seed matters
     low = load_synthetic(tmp_path / "a", target_rate=8000, speakers=["en-us+m1"])
     assert low.rate == 8000 and set(low.speakers) == {"en-us+m1"}
 
@@ -264,8 +258,8 @@ def test_synthesis_is_deterministic_and_labelled_synthetic(tmp_path, two_espeak_
 @pytest.mark.requires_program("espeak-ng")
 def test_synthetic_speech_only_when_asked_for_and_labelled(tmp_path, monkeypatch):
     monkeypatch.setenv("SERKET_CACHE_DIR", str(tmp_path / "cache"))
-    real = speech.synthesize_digits
-    monkeypatch.setattr(speech, "synthesize_digits", lambda where, **options: real(
+    real = synthesis.synthesize_digits
+    monkeypatch.setattr(spoken_digits, "synthesize_digits", lambda where, **options: real(
         where, n_per_digit=2, seed=options["seed"], engines=("espeak-ng",)))
     digits = load_fsdd(source="synthetic", data_dir=tmp_path / "nothing", verbose=False)
     assert digits.synthetic and digits.source.startswith("synthetic")
@@ -282,7 +276,7 @@ def test_no_engine_installed_says_what_to_install(tmp_path, monkeypatch):
 
 def test_without_any_source_auto_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("SERKET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(speech, "BUNDLED_FSDD", tmp_path / "gone" / "recordings.zip")
+    monkeypatch.setattr(spoken_digits, "BUNDLED_FSDD", tmp_path / "gone" / "recordings.zip")
     monkeypatch.setattr(urllib.request, "urlopen",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(DataError) as caught:

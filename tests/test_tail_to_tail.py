@@ -7,7 +7,8 @@ from scipy.stats import multivariate_t
 from serket.connections import Observation, TailToTail
 from serket.errors import GraphError
 from serket.graph import Graph
-from serket.messages import Counts, Samples
+from serket.inference import JointCategoryFit
+from serket.messages import Categorical, Counts, Samples
 from serket.modules.gmm import GMM
 from serket.modules.lda import LDA
 from serket.modules.mixture import MixturePrior
@@ -31,6 +32,7 @@ def _toy(n=400, seed=0):
 
 
 def _graph(linked, seed=0, mixture="gibbs", restarts=None, n=400):
+    """The toy graph; ``restarts=None``: the combiner multiplies the messages only (no joint fit)."""
     points, words, labels = _toy(n=n, seed=seed)
     g = Graph(seed=seed)
     g.add(Observation("points", points))
@@ -39,13 +41,12 @@ def _graph(linked, seed=0, mixture="gibbs", restarts=None, n=400):
         g.add(GMM("gmm", n_clusters=4, dim=2, sweeps=20, seed=seed))
     else:
         g.add(MixturePrior("gmm", n_clusters=4, dim=2, seed=seed))
-    lda_options = {} if restarts is None else {"category_message": "likelihood", "evidence_weight": 0.5}
-    g.add(LDA("lda", n_topics=4, vocab_sizes=(10,), sweeps=30, tokens=20, seed=seed, **lda_options))
+    g.add(LDA("lda", n_topics=4, vocab_sizes=(10,), sweeps=30, tokens=20, seed=seed))
     g.observe("points", "gmm.x")
     g.observe("words", "lda.w0")
     # the LDA applies its prior to each of its 20 tokens: send it the 20th root
-    g.tail_to_tail("category", ["gmm.c", "lda.c"], feedback=linked, prior_temperature={"lda": 1 / 20},
-                   restarts=restarts)
+    g.tail_to_tail("category", ["gmm.c", "lda.c"], feedback=linked, prior_exponent={"lda": 1 / 20},
+                   evidence_weight={"lda": 0.5}, restarts=restarts)
     return g, labels
 
 
@@ -63,7 +64,7 @@ def test_linked_modalities_beat_each_module_alone():
 
 
 def test_neuro_serket_benchmark_smoke(tmp_path, capsys, golden_figures):
-    from serket.cli import main
+    from serket.bench.cli import main
 
     assert main(["bench", "neuro-serket", "--quick", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -107,21 +108,61 @@ def test_joint_em_steps_never_lower_the_joint_likelihood():
     g, _ = _graph(True, 3, mixture="em", restarts=0)
     g.node("lda").beta = 1e-6
     AlternateTrainer(g, rounds=1, progress=False).run()
-    combiner = g.node("category")
+    joint_fit = g.node("category").joint_fit
     start = torch.softmax(torch.randn(400, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 1)
     lls = []
     for iterations in range(1, 12):
-        combiner.em_iterations = iterations
-        lls.append(combiner._em(start)[0])
+        joint_fit.em_iterations = iterations
+        lls.append(joint_fit.em(start)[0])
     assert all(b >= a - 1e-9 * abs(a) for a, b in zip(lls, lls[1:])), lls
     assert lls[-1] > lls[0]
 
 
-def test_restarts_need_members_that_share_categories():
-    combiner = TailToTail("category", 3, restarts=2)
-    combiner.add_member("gmm", MixturePrior("gmm", n_clusters=3, dim=2), "c")
-    with pytest.raises(GraphError, match="'vae' does not"):
-        combiner.add_member("vae", VAE("vae", x_dim=4, z_dim=2), "z")
+def test_the_joint_fit_is_on_by_default_where_every_member_shares_the_category():
+    g = Graph(seed=0)
+    for name in ("a", "b"):
+        g.add(MixturePrior(name, n_clusters=3, dim=2))
+    g.add(GMM("c", n_clusters=3, dim=2, sweeps=1))
+    g.add(Observation("points", torch.randn(30, 2)))
+    for name in ("a", "b", "c"):
+        g.observe("points", f"{name}.x")
+    combiner = g.tail_to_tail("shared", ["a.c", "b.c"], evidence_weight={"b": 0.25})
+    assert isinstance(combiner.joint_fit, JointCategoryFit)
+    assert (combiner.restarts, combiner.joint_fit.restarts) == (10, 10)
+    # each member joined with its evidence weight, 1 where the connection names none
+    assert g.node("a").category_weight_ == 1.0 and g.node("b").category_weight_ == 0.25
+    assert g.node("c").category_weight_ is None
+    assert g.tail_to_tail("off", ["b.c", "c.c"], restarts=None).joint_fit is None
+    assert g.tail_to_tail("one-way", ["a.c", "c.c"], feedback=False).joint_fit is None  # it would move them
+    with pytest.raises(GraphError, match="evidence_weight names modules it does not connect: \\['z'\\]"):
+        g.tail_to_tail("typo", ["a.c", "c.c"], evidence_weight={"z": 0.5})
+
+
+def test_the_graph_multiplies_only_where_a_member_cannot_join_and_refuses_an_explicit_joint_fit(toy_modules):
+    _, Categoriser = toy_modules
+    g = Graph(seed=0)
+    g.add(Categoriser("toy", k=2))  # no SharedCategory: it cannot take part in a joint fit
+    g.add(GMM("gmm", n_clusters=2, dim=2, sweeps=1))
+    combiner = g.tail_to_tail("category", ["toy.c", "gmm.c"])
+    assert combiner.joint_fit is None and combiner.restarts is None
+    assert g.node("gmm").category_weight_ == 1.0  # the member that can still joins
+    with pytest.raises(GraphError, match=r"restarts=5\) needs every member to implement SharedCategory, "
+                                         r"and \['toy'\] do not"):
+        g.tail_to_tail("again", ["toy.c", "gmm.c"], restarts=5)
+    assert "again" not in g.nodes
+
+
+def test_a_member_without_the_shared_category_protocol_is_only_multiplied():
+    combiner = TailToTail("category", 2, smoothing=0.0)
+    combiner.add_member("gmm", MixturePrior("gmm", n_clusters=2, dim=2), "c")
+    combiner.add_member("vae", VAE("vae", x_dim=4, z_dim=2), "z")
+    assert combiner.joint_fit is None
+    pa, pb = torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[0.6, 0.4], [0.3, 0.7]])
+    combiner.receive("gmm", Categorical(pa))
+    combiner.receive("vae", Categorical(pb))
+    combiner.update()
+    torch.testing.assert_close(combiner.publish()["gmm"].probs, pb)
+    torch.testing.assert_close(combiner.predict(), (pa * pb).argmax(1))
 
 
 def test_the_members_category_hooks_match_their_closed_forms():
@@ -151,7 +192,8 @@ def test_the_members_category_hooks_match_their_closed_forms():
         torch.testing.assert_close(loglik[:, k], torch.as_tensor(want), rtol=1e-6, atol=1e-6)
     # the LDA: each topic's words from the weighted token counts, plus beta
     words = torch.randint(0, 4, (60, 6), generator=gen).float()
-    lda = LDA("lda", n_topics=3, vocab_sizes=(6,), tokens=None, beta=0.5, evidence_weight=0.3, sweeps=2)
+    lda = LDA("lda", n_topics=3, vocab_sizes=(6,), tokens=None, beta=0.5, sweeps=2)
+    lda.category_join("c", 0.3)
     lda.fit(w0=Counts(words))
     log_phi = lda.category_fit("c", r)
     phi = r.T @ words.double() + 0.5
@@ -165,7 +207,7 @@ def test_the_members_category_hooks_match_their_closed_forms():
 
 
 def test_merged_histories_join_metrics_and_add_seconds():
-    from serket.graphs.neuro_serket import merge_histories
+    from serket.bench.evaluation import merge_histories
 
     a = [{"round": 1, "seconds": 2.0, "node_seconds": {"vae": 1.5}, "metrics": {"gmm": {"accuracy": 0.5}}}]
     b = [{"round": 1, "seconds": 3.0, "node_seconds": {"lda": 2.5}, "metrics": {"lda": {"accuracy": 0.7}}}]
@@ -174,3 +216,27 @@ def test_merged_histories_join_metrics_and_add_seconds():
     assert merged["metrics"] == {"gmm": {"accuracy": 0.5}, "lda": {"accuracy": 0.7}}
     with pytest.raises(ValueError, match="different lengths"):
         merge_histories(a, a + a)
+
+
+def _two_view_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "two_view_tie.py"
+    spec = importlib.util.spec_from_file_location("two_view_tie", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_views_of_mnist_tied_with_the_combiners_defaults_find_the_digits():
+    # top and bottom halves of 1,000 MNIST digits, each its own VAE -> GMM, tied by
+    # graph.tail_to_tail("category", ["gmm_top.c", "gmm_bottom.c"]) with its defaults.
+    # benchmarks/two_view_tie.py (same training) measured, seeds 0, 1, 2:
+    #   tied        64.4 / 64.4, 55.4 / 55.4, 62.0 / 62.0 (top / bottom): 60.6 +- 4.7 on both
+    #   separate    43.9 / 47.1, 37.4 / 51.2, 50.0 / 49.2: 43.8 +- 6.3 / 49.2 +- 2.1
+    #   multiplied  46.8 / 58.8, 46.0 / 56.0, 56.7 / 50.1: 49.8 +- 6.0 / 55.0 +- 4.4 (restarts=None)
+    # the suite runs seed 0 alone (about 40 s); the benchmark holds the three-seed mean
+    bench = _two_view_benchmark()
+    accuracy = bench.run_two_view("tied", 0, **bench.DEFAULTS)
+    assert accuracy["gmm_top"] >= 0.60 and accuracy["gmm_bottom"] >= 0.60, accuracy

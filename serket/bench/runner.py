@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import folder_problem
-from .errors import ConfigError
-from .module import resolve_device
+from serket.checkpoint import folder_problem
+from serket.errors import ConfigError
+from serket.module import resolve_device
+
 from .reporting import format_mean_sd, plot_rounds, write_json, write_text
 
 __all__ = ["run_benchmark", "benchmark_parser", "parse_benchmark_args", "BenchmarkParser", "peak_memory",

@@ -6,8 +6,9 @@
 
 Architectures register their benchmark under the entry-point group ``serket.benchmarks``
 (``name = "package.module"``, the module defining ``bench_parser()`` and ``bench_main(argv)``),
-so the command finds third-party architectures as it finds its own and imports nothing above
-the core by name.
+so the command finds third-party architectures as it finds its own and imports no architecture
+by name. Being inside ``serket``, it runs ``serket/__init__.py`` (which sets ``OMP_WAIT_POLICY``)
+before any benchmark imports torch.
 
 A mistake in the command line, or data that cannot be had, ends in one line that says what is
 wrong, with exit status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
@@ -15,14 +16,13 @@ wrong, with exit status 2; ``--debug`` (anywhere on the line) shows the tracebac
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see serket/__init__.py
-
 import argparse
 import importlib
 import sys
 from importlib.metadata import entry_points
+
+import serket  # first: serket/__init__.py sets OMP_WAIT_POLICY before any benchmark loads torch
+from serket.errors import SerketError
 
 ENTRY_POINT_GROUP = "serket.benchmarks"
 PROG = "serket"
@@ -65,9 +65,7 @@ def _run(argv: list[str]) -> int:
     parser.error = lambda message: (_ for _ in ()).throw(_CommandError(message))
     args = parser.parse_args(argv)
     if args.version:
-        from serket import __version__
-
-        print(f"neuro-serket {__version__}")
+        print(f"neuro-serket {serket.__version__}")
         return 0
     if args.command is None:
         parser.print_help()
@@ -92,8 +90,6 @@ def _run(argv: list[str]) -> int:
 
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    from serket.errors import SerketError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
