@@ -34,6 +34,7 @@ from serket.clustering import kmeans
 from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import NBest, Sequences
 from serket.module import Module, Port
+from serket.sampling import gumbel_noise
 from serket.validation import check_int, check_items, check_real
 
 __all__ = ["Recognizer", "diagonal_gaussian_log_likelihood"]
@@ -218,9 +219,8 @@ class Recognizer(Module):
         logq = self.frame_log_posteriors(frames)
         best = logq.argmax(1, keepdim=True)
         if self.n_best > 1:
-            gumbel = -torch.log(-torch.log(torch.rand(
-                (logq.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
-                device=self.device).clamp_(_UNIFORM_FLOOR, _UNIFORM_CEILING)))
+            gumbel = gumbel_noise((logq.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
+                                  device=self.device, low=_UNIFORM_FLOOR, high=_UNIFORM_CEILING)
             drawn = (logq[:, None, :] + gumbel).argmax(2)  # Gumbel-max: draws from q(u | f)
             paths = torch.cat([best, drawn], 1)          # (M, B)
         else:

@@ -60,6 +60,7 @@ from serket.errors import ConfigError, DataError
 from serket.inference import SharedCategory
 from serket.messages import Categorical, Gaussian, Message, Samples
 from serket.module import Module, Port
+from serket.sampling import gumbel_noise
 from serket.validation import check_choice, check_int, check_items, check_real
 
 __all__ = [
@@ -305,8 +306,7 @@ def gibbs_sweep(points, assignments, prior: NormalWishart, *, alpha: float, n_cl
     table = _count_terms(kappas, nus, every_count, alpha, n_clusters, dim)
 
     order = torch.randperm(n, generator=generator, device=device)
-    uniform = torch.rand(n, n_clusters, generator=generator, dtype=dtype, device=device)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(dtype).tiny)))
+    gumbel = gumbel_noise((n, n_clusters), generator=generator, dtype=dtype, device=device)
     # work in visiting order so that each block is a slice, not a gather
     xs, current = points[order], assignments[order]
     log_prior = None if log_prior is None else log_prior[order]
