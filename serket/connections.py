@@ -392,7 +392,7 @@ class HeadToHead(Node):
                     f"head-to-head {self.name!r}: a hypothesis uses word id {int(hyps.max())} but "
                     f"the weighter's vocabulary has {weigh.size} words"
                 )
-            logp = torch.log(weigh.probs.clamp_min(1e-30))
+            logp = torch.log(weigh.probs.clamp_min(_PROB_FLOOR))
             word_logp = torch.gather(logp, 1, hyps.clamp_min(0).flatten(1)).view_as(hyps)
             log_w = (word_logp * valid).sum(dim=2)
             log_w = log_w.masked_fill(~valid.any(dim=2), float("-inf"))

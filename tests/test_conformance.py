@@ -42,3 +42,19 @@ def test_the_check_catches_a_nondeterministic_module():
         assert "same seed" in str(err) or "restored" in str(err)
     else:
         raise AssertionError("the conformance check accepted a module that ignores its seed")
+
+
+def test_the_module_protocol_stays_small():
+    # what Module adds to torch.nn.Module, methods and attributes together: the protocol an
+    # author writes to (ports, update, publish, predict) and what the base class provides
+    import torch
+
+    from serket.module import Module
+
+    class Tiny(Module):
+        def ports(self):
+            return {}
+
+    added = {n for n in set(dir(Tiny("tiny"))) - set(dir(torch.nn.Module())) if not n.startswith("_")}
+    assert added == {"name", "device", "inbox", "ports", "receive", "update", "publish", "predict",
+                     "seed", "generator", "n_updates", "fit"}, sorted(added)
