@@ -44,6 +44,8 @@ _UNIFORM_FLOOR, _UNIFORM_CEILING = 1e-12, 1 - 1e-7
 # ridge added to the within-unit scatter, relative to its mean variance: keeps it invertible
 # when some units hold too few frames to span every dimension
 _WITHIN_RIDGE = 1e-4
+# frames whose N-best draws are made together (the noise of one block is chunk x (B - 1) x U)
+_DECODE_CHUNK = 4096
 
 
 def diagonal_gaussian_log_likelihood(frames, means, variances, *, chunk: int = 32768):
@@ -219,10 +221,15 @@ class Recognizer(Module):
         logq = self.frame_log_posteriors(frames)
         best = logq.argmax(1, keepdim=True)
         if self.n_best > 1:
-            gumbel = gumbel_noise((logq.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
-                                  device=self.device, low=_UNIFORM_FLOOR, high=_UNIFORM_CEILING)
-            drawn = (logq[:, None, :] + gumbel).argmax(2)  # Gumbel-max: draws from q(u | f)
-            paths = torch.cat([best, drawn], 1)          # (M, B)
+            # Gumbel-max draws from q(u | f), a block of frames at a time: the noise for all frames
+            # at once, (M, B - 1, U), is the largest tensor of a whole run
+            drawn = []
+            for start in range(0, logq.shape[0], _DECODE_CHUNK):
+                block = logq[start:start + _DECODE_CHUNK]
+                gumbel = gumbel_noise((block.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
+                                      device=self.device, low=_UNIFORM_FLOOR, high=_UNIFORM_CEILING)
+                drawn.append(gumbel.add_(block[:, None, :]).argmax(2))
+            paths = torch.cat([best, torch.cat(drawn)], 1)  # (M, B)
         else:
             paths = best
         frame_scores = logq.gather(1, paths)               # (M, B)

@@ -14,7 +14,7 @@ def gumbel_noise(shape, *, generator: torch.Generator, dtype=None, device=None, 
 
     ``low`` and ``high`` clamp ``u`` first (default: the smallest positive value of the dtype,
     and none), where ``log(-log(u))`` would be infinite."""
-    uniform = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    noise = torch.rand(shape, generator=generator, dtype=dtype, device=device)
     if low is None:
-        low = torch.finfo(uniform.dtype).tiny
-    return -torch.log(-torch.log(uniform.clamp(low, high)))
+        low = torch.finfo(noise.dtype).tiny
+    return noise.clamp_(low, high).log_().neg_().log_().neg_()  # in place: one tensor of that shape

@@ -184,3 +184,21 @@ def test_recognizer_errors_are_clear():
         asr.update()
     with pytest.raises(ValueError, match="relearn_rate"):
         Recognizer("r", relearn_rate=0.0)
+
+
+def test_the_n_best_drawn_in_blocks_of_frames_equal_one_draw(monkeypatch):
+    # the decode draws its Gumbel noise a block of frames at a time (memory); on the CPU a
+    # generator's numbers come out in order, so the blocks draw exactly what one draw would
+    import serket.modules.asr as asr_module
+
+    speech, _ = _toy_speech(n=40, noise=3.0)
+    results = []
+    for chunk in (10**9, 7):
+        monkeypatch.setattr(asr_module, "_DECODE_CHUNK", chunk)
+        asr = Recognizer("asr", n_units=4, dim=3, n_best=6, seed=2)
+        asr.fit(audio=speech)
+        results.append((asr.nbest_, asr.generator.get_state()))
+    (whole, state_whole), (blocks, state_blocks) = results
+    assert torch.equal(whole.hypotheses, blocks.hypotheses)
+    assert torch.equal(whole.log_scores, blocks.log_scores)
+    assert torch.equal(state_whole, state_blocks)
