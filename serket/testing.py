@@ -59,10 +59,6 @@ def _check_published(module, out: dict[str, Message], n_items: int, device) -> N
         assert message.device.type == torch.device(device).type, f"{module.name}.{port}: message on {message.device}"
 
 
-def _learned(module) -> dict:
-    return {k: v for k, v in vars(module).items() if k.endswith("_") and not k.startswith("_")}
-
-
 def _same_state(a, b, what: str) -> None:
     """Learned values equal exactly: tensors, messages, generators, optimisers, containers."""
     if isinstance(a, Message) or isinstance(b, Message):
@@ -102,7 +98,7 @@ def check_module(factory, inputs: dict[str, Message], *, n_items: int | None = N
     shown = module.extra_repr()
     for key, value in declared.items():
         assert f"{key}={value!r}" in shown, f"{name}: the printed form {shown!r} does not show {key}={value!r}"
-    fresh_learned = set(_learned(module))
+    fresh_learned = set(module._learned())
     ports = module.ports()
     assert ports, f"{name}: declares no ports"
     for spec in ports.values():
@@ -117,7 +113,7 @@ def check_module(factory, inputs: dict[str, Message], *, n_items: int | None = N
     assert out, f"{name}: published nothing after an update"
     _check_published(module, out, n_items, module.device)
     assert module.n_updates == 1, f"{name}: one update counted as {module.n_updates} (the base class counts them)"
-    late = sorted(set(_learned(module)) - fresh_learned)
+    late = sorted(set(module._learned()) - fresh_learned)
     assert not late, f"{name}: learned state {late} is not created in __init__ (set it to None there)"
 
     # 3. seeded determinism
@@ -131,7 +127,7 @@ def check_module(factory, inputs: dict[str, Message], *, n_items: int | None = N
     restored = factory()
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     assert restored.n_updates == module.n_updates, f"{name}: n_updates not restored"
-    for key, value in _learned(module).items():
+    for key, value in module._learned().items():
         _same_state(value, getattr(restored, key), f"{name}: learned {key} after a save/load round trip")
     _same(_feed(module, inputs), _feed(restored, inputs), f"{name}: a module restored from its state dict")
 
