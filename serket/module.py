@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from .errors import ConfigError, MessageError, PortError
+from .errors import ConfigError, DataError, GraphError, MessageError, PortError
 from .validation import check_int, owner_name
 from .messages import MESSAGE_KINDS, Message, as_float_data
 
@@ -263,14 +263,61 @@ class Node:
         """The outgoing message on each port that has one."""
         return {}
 
-    def predict(self) -> torch.Tensor | None:
-        """A category per item it learned from, when the node has categories; else ``None``."""
+    def predict(self, **messages) -> torch.Tensor | None:
+        """A category per item, when the node has categories; else ``None``.
+
+        Without arguments: for the items it learned from. With ``port=message`` arguments: for
+        new items, without learning from them (the argmax of the categorical message that
+        :meth:`infer` sends on a port not given). A subclass overrides the first case only; the
+        base class routes calls with arguments through :meth:`infer`.
+        """
+        return self._predict_new(messages) if messages else None
+
+    def _predict_new(self, messages: dict) -> torch.Tensor | None:
+        return self._categories(messages, self.infer(**messages))
+
+    def _categories(self, given: dict, inferred: dict[str, Message]) -> torch.Tensor | None:
+        """The category of each new item from what :meth:`infer` returned: the argmax of the
+        first categorical message on a port that was not given (``None`` without one)."""
+        for port, message in inferred.items():
+            if port not in given and message.kind == "categorical":
+                return message.probs.argmax(dim=1)
         return None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        infer = cls.__dict__.get("infer")
+        if infer is not None and not getattr(infer, "_serket_wrapped", False):
+            cls.infer = _checked_infer(infer)
+        predict = cls.__dict__.get("predict")
+        if predict is not None and not getattr(predict, "_serket_wrapped", False):
+            cls.predict = _routed_predict(predict)
 
     def receive(self, port: str, message) -> None:
         """Take a message on a port: checked against the port's declaration, moved to the node's
         device and kept in :attr:`inbox` (a plain tensor becomes the port's first accepted kind
         among ``samples``, ``counts`` and ``categorical``)."""
+        message = self._incoming(port, message)
+        self._check_input(port, message)
+        self.inbox[port] = message
+
+    def infer(self, **messages) -> dict[str, Message]:
+        """For new items: the messages the node would send on its other ports, given messages (or
+        tensors) for those items on some of its ports, without learning from them.
+
+        Each ``port=message`` is checked as :meth:`receive` checks it (and against the other
+        given ports: the same number of items), but nothing is kept: the learned state and the
+        inbox are as before. Runs without gradients. A node that cannot infer on new items
+        raises :class:`~serket.errors.GraphError` naming itself.
+
+        Example: ``gmm.infer(x=latents)["c"]`` is the :class:`~serket.messages.Categorical`
+        posterior over the clusters of each new latent.
+        """
+        raise GraphError(f"{self._who()} cannot infer on new items (it does not implement infer)")
+
+    def _incoming(self, port: str, message) -> Message:
+        """``message`` (a Message or tensor) checked against ``port``'s declaration, on the node's
+        device and in its parameters' dtype."""
         if isinstance(message, torch.Tensor):
             message = self._wrap_tensor(port, message)
         if not isinstance(message, Message):
@@ -287,8 +334,7 @@ class Node:
         dtype = self._parameter_dtype()
         if dtype is not None:  # data of any float dtype, converted once, to what the weights are
             message = message.astype(dtype)
-        self._check_input(port, message)
-        self.inbox[port] = message
+        return message
 
     def _check_input(self, port: str, message: Message) -> None:
         """May be overridden: module-specific checks of what arrives (data ranges, item counts);
@@ -363,6 +409,55 @@ class Node:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _checked_infer(infer):
+    """Wrap a subclass's ``infer``: the messages arrive converted and checked as by ``receive``
+    (against each other, not against the inbox), it runs without gradients, and what it returns
+    is checked: messages with one row per new item. The inbox is left as it was."""
+    @functools.wraps(infer)
+    def checked(self, **messages):
+        messages = {port: m for port, m in messages.items() if m is not None}
+        if not messages:
+            raise DataError(f"{self._who()}: infer needs new items on at least one of its ports "
+                            f"{sorted(self.ports())}")
+        learned_inbox, self.inbox = self.inbox, {}
+        try:
+            # _check_input compares a port's items with the other ports' in the inbox: here,
+            # with the other new items given, never with what the node learned from
+            for port, message in messages.items():
+                message = self._incoming(port, message)
+                self._check_input(port, message)
+                self.inbox[port] = message
+            given = self.inbox
+        finally:
+            self.inbox = learned_inbox
+        counts = {port: m.n_items for port, m in given.items()}
+        if len(set(counts.values())) > 1:
+            raise DataError(f"{self._who()}: the new items differ in number between ports: {counts}")
+        with torch.no_grad():
+            out = infer(self, **given)
+        n = next(iter(counts.values()))
+        for port, message in out.items():
+            if not isinstance(message, Message) or message.n_items != n:
+                raise MessageError(f"{self._who()}: infer returned {type(message).__name__} on port "
+                                   f"{port!r} for {getattr(message, 'n_items', '?')} items; expected a "
+                                   f"Message for each of the {n} new items")
+        return out
+    checked._serket_wrapped = True
+    return checked
+
+
+def _routed_predict(predict):
+    """Wrap a subclass's ``predict`` (written for the items it learned from) so that a call with
+    messages predicts new items through ``infer`` instead."""
+    @functools.wraps(predict)
+    def routed(self, **messages):
+        if messages:
+            return self._predict_new(messages)
+        return predict(self)
+    routed._serket_wrapped = True
+    return routed
 
 
 def _counted(update):

@@ -57,4 +57,4 @@ def test_the_module_protocol_stays_small():
 
     added = {n for n in set(dir(Tiny("tiny"))) - set(dir(torch.nn.Module())) if not n.startswith("_")}
     assert added == {"name", "device", "inbox", "ports", "receive", "update", "publish", "predict",
-                     "seed", "generator", "n_updates", "fit"}, sorted(added)
+                     "infer", "seed", "generator", "n_updates", "fit"}, sorted(added)
