@@ -136,7 +136,7 @@ class _MultimodalVAE(JointTraining, Module):
         of the modalities (in the module's order) are present."""
         raise NotImplementedError
 
-    def infer(self, batch: dict, mask: torch.Tensor | None = None) -> Gaussian:
+    def encode(self, batch: dict, mask: torch.Tensor | None = None) -> Gaussian:
         """q(z | any subset of modalities) as a Gaussian message (no gradients)."""
         self._check_batch(batch)
         with torch.no_grad():
@@ -153,7 +153,7 @@ class _MultimodalVAE(JointTraining, Module):
 
     def cross_generate(self, batch: dict, target: str) -> torch.Tensor:
         """Generate ``target`` from the posterior mean given the modalities in ``batch``."""
-        return self.generate(self.infer(batch).mean, target)
+        return self.generate(self.encode(batch).mean, target)
 
     def _check_batch(self, batch: dict) -> None:
         unknown = set(batch) - set(self.modalities)

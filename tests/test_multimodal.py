@@ -134,7 +134,7 @@ def test_bad_multimodal_input_is_named():
     with pytest.raises(DataError, match="has no modality 'sound'"):
         _mvae().generate(torch.zeros(2, 3), "sound")
     with pytest.raises(DataError, match=r"needs \(N, 6\)"):
-        _mvae().infer({"speech": torch.zeros(4, 5)})
+        _mvae().encode({"speech": torch.zeros(4, 5)})
     from serket.errors import MessageError
     with pytest.raises(MessageError, match="port 'speech' has 7 items but port 'image' has 10"):
         _mvae().fit(image=image, speech=speech[:7])
