@@ -143,6 +143,38 @@ class _MultimodalVAE(JointTraining, Module):
             mu, logvar = self.posterior(batch, mask)
         return Gaussian(mu, logvar.exp())
 
+    def infer(self, **messages):
+        """For new items: ``{"z": Samples}``, the latent the module would publish for them
+        (posterior means, or one draw with ``send="sample"``), computed from the modalities
+        given, any subset, and an optional per-item ``mask`` (width M, in the module's order of
+        modalities) marking which of them each item has. The prior on ``z`` does not enter the
+        encoders' posterior, so it is not an input here. A draw comes from a fresh stream
+        seeded from the module's seed and update count, so infer is repeatable and leaves the
+        training stream as it was."""
+        if "z" in messages:
+            raise DataError(f"{self._who()}: infer computes 'z' from the modalities; give some of "
+                            f"{self.names} (and optionally 'mask'), not a prior on 'z'")
+        if self.latent_ is None:
+            raise DataError(f"{self._who()}: nothing learned yet; infer needs a first update")
+        mask = messages.pop("mask", None)
+        batch = {m: message.values for m, message in messages.items()}
+        if not batch:
+            raise DataError(f"{self._who()}: infer needs data on at least one of the modalities {self.names}; "
+                            f"got only a mask")
+        if mask is not None:
+            mask = mask.values
+            given = torch.tensor([m in batch for m in self.names], device=mask.device)
+            empty = (mask[:, given].sum(1) == 0).nonzero()
+            if empty.numel():
+                raise DataError(f"{self._who()}: the mask marks none of the given modalities {sorted(batch)} "
+                                f"present for item {int(empty[0])}")
+        mu, logvar = self.posterior(batch, mask)
+        if self.send == "mean":
+            return {"z": Samples(mu)}
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name + ":infer"))
+        return {"z": Samples(reparameterised_sample(mu, logvar, generator))}
+
     def generate(self, z: torch.Tensor, modality: str) -> torch.Tensor:
         """The mean of p(x_modality | z): pixel probabilities or Gaussian means."""
         if modality not in self.modalities:
