@@ -4,8 +4,9 @@
 
 Everything a module author writes is in the class below (see docs/writing-a-module.md): the
 ``__init__`` arguments are the settings, the ``_``-suffixed attributes the learned state, and
-``ports``, ``update``, ``publish`` and ``predict`` the protocol. The script then ties it
-tail-to-tail with a GMM over a second view of the same items and prints both accuracies.
+``ports``, ``update``, ``publish``, ``infer`` (new items) and ``predict`` the protocol. The
+script then ties it tail-to-tail with a GMM over a second view of the same items and prints
+both accuracies.
 """
 
 import serket  # noqa: F401  (first: sets the thread policy before torch loads)
@@ -41,6 +42,9 @@ class SoftKMeans(Module):
 
     def publish(self):  # the category message leaves out the received prior
         return {"c": Categorical(torch.softmax(self._log_likelihood(self.inbox["x"].values), 1))}
+
+    def infer(self, x, c=None):  # new items: the same message, from the learned centres
+        return {"c": Categorical(torch.softmax(self._log_likelihood(x.values), 1))}
 
     def predict(self):  # each item's category, its prior included
         log_prior = self.inbox["c"].probs.clamp_min(1e-30).log() if "c" in self.inbox else 0.0

@@ -155,7 +155,11 @@ class VAE(JointTraining, Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean reconstruction of ``x`` through the posterior means (pixel probabilities)."""
         with torch.no_grad():
-            out = self.decode(self.encode(x)[0])
+            return self._data_mean(self.encode(x)[0])
+
+    def _data_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x | z): pixel probabilities or Gaussian means, (N, x_dim)."""
+        out = self.decode(z)
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     def loss_terms(self, x, prior_mean=None, prior_var=None) -> dict[str, torch.Tensor]:
@@ -271,6 +275,15 @@ class VAE(JointTraining, Module):
         if self.latent_ is None:
             return {}
         return {"z": Samples(self.latent_)}
+
+    def infer(self, x=None, z=None):
+        """For new items: ``x`` (data) gives ``{"z": posterior means}`` (the mean, whatever
+        ``send`` says: a draw would only add noise to a prediction); ``z`` alone (a Gaussian,
+        such as the prior an upper module sends down) gives ``{"x": the decoder's mean}``
+        (pixel probabilities or Gaussian means) at the Gaussian's mean — generation."""
+        if x is not None:
+            return {"z": Samples(self.encode(x.values)[0])}
+        return {"x": Samples(self._data_mean(z.mean))}
 
     def diagnostics(self) -> dict:
         """The terms of the last update (``loss``, ``reconstruction``, ``kl``), averaged over items."""

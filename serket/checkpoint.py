@@ -23,7 +23,6 @@ from .files import atomic_write, temporary_files
 __all__ = ["save_checkpoint", "load_checkpoint", "folder_problem"]
 
 FORMAT = "neuro-serket-checkpoint/3"
-_MAGIC = b"neuro-serket-checkpoint/"
 _START_FRESH = "delete it, or pass another checkpoint_dir (resume=False) to start fresh"
 
 
@@ -42,27 +41,30 @@ def folder_problem(folder) -> str | None:
     return None
 
 
-def save_checkpoint(path, payload: dict) -> Path:
+def save_checkpoint(path, payload: dict, *, file_format: str = FORMAT) -> Path:
     """Write ``payload`` to ``path`` so that a crash never leaves a half-written file there.
 
     The data go to a temporary file in the same folder, are flushed to disk, and replace the
     old file in one ``os.replace``. Temporary files left by a writer that was killed earlier
-    are removed first.
+    are removed first. ``file_format`` names what the file is (a trained model is written the
+    same way under its own format, :mod:`serket.model`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in temporary_files(path):
         stale.unlink(missing_ok=True)
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **payload}, buffer)
+    torch.save({"format": file_format, **payload}, buffer)
     body = buffer.getvalue()
-    header = f"{FORMAT} sha256={hashlib.sha256(body).hexdigest()}\n".encode()
+    header = f"{file_format} sha256={hashlib.sha256(body).hexdigest()}\n".encode()
     # private to its owner, as checkpoints have always been
     return atomic_write(path, lambda file: file.writelines((header, body)), mode=0o600)
 
 
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def load_checkpoint(path, *, file_format: str = FORMAT, what: str = "checkpoint",
+                    advice: str = _START_FRESH) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (or, with ``file_format``, another
+    file written by it; ``what`` and ``advice`` word its errors).
 
     Raises:
         CheckpointError: naming the file: missing, a folder, empty, not a neuro-serket
@@ -71,33 +73,34 @@ def load_checkpoint(path) -> dict:
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
+        raise CheckpointError(f"{what} {path} is a folder, not a {what} file")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{what} {path} does not exist")
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({error.strerror or error})") from None
+        raise CheckpointError(f"{what} {path} cannot be read ({error.strerror or error})") from None
     if not raw:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): {_START_FRESH}")
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): {advice}")
+    magic = file_format.rsplit("/", 1)[0].encode() + b"/"
     newline = raw.find(b"\n", 0, 200)
     header = raw[:newline] if newline > 0 else b""
-    if not raw.startswith(_MAGIC) or newline < 0:
-        raise CheckpointError(f"checkpoint {path} is not a neuro-serket checkpoint "
-                              f"(it starts with {raw[:16]!r}): {_START_FRESH}")
+    if not raw.startswith(magic) or newline < 0:
+        raise CheckpointError(f"{what} {path} is not a neuro-serket {what} "
+                              f"(it starts with {raw[:16]!r}): {advice}")
     fields = header.decode("ascii", "replace").split()
-    if fields[0] != FORMAT or len(fields) != 2 or not fields[1].startswith("sha256="):
-        raise CheckpointError(f"checkpoint {path} has format {fields[0]!r}, this version reads "
-                              f"{FORMAT!r}: {_START_FRESH}")
+    if fields[0] != file_format or len(fields) != 2 or not fields[1].startswith("sha256="):
+        raise CheckpointError(f"{what} {path} has format {fields[0]!r}, this version reads "
+                              f"{file_format!r}: {advice}")
     body = raw[newline + 1:]
     if hashlib.sha256(body).hexdigest() != fields[1][len("sha256="):]:
-        raise CheckpointError(f"checkpoint {path} is damaged (its sha256 does not match its "
-                              f"contents: truncated or altered): {_START_FRESH}")
+        raise CheckpointError(f"{what} {path} is damaged (its sha256 does not match its "
+                              f"contents: truncated or altered): {advice}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}: "
+        raise CheckpointError(f"{what} {path} is corrupt ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a neuro-serket checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise CheckpointError(f"{what} {path} is not a neuro-serket {what}")
     return payload

@@ -28,7 +28,7 @@ import hashlib
 import numpy as np
 import torch
 
-from .errors import ConfigError, GraphError, MessageError
+from .errors import ConfigError, DataError, GraphError, MessageError
 from .inference import DEFAULT_EM_ITERATIONS, DEFAULT_RESTARTS, JointCategoryFit, SharedCategory, align_permutation
 from .messages import Categorical, Counts, Gaussian, Message, NBest, Samples, as_float_data
 from .module import Node, Port, resolve_device
@@ -77,25 +77,56 @@ class Observation(Node):
     def __init__(self, name: str, data, device="cpu"):
         super().__init__(name, device)
         self._digest = None
+        self._layout = None  # (kind, size) of a data-less observation (a loaded model's)
+        self.data = self._as_message(data, "observation")
+        # (Samples checks finiteness and names the index)
+
+    @classmethod
+    def without_data(cls, name: str, kind: str, size: int | None, device="cpu") -> "Observation":
+        """An observation that holds no data, only what it would send (``kind``, ``size``): the
+        data node of a trained model loaded for prediction (:func:`serket.model.load_model`)."""
+        node = cls.__new__(cls)
+        Node.__init__(node, name, device)
+        node._digest, node.data, node._layout = None, None, (kind, size)
+        return node
+
+    def _as_message(self, data, what: str) -> Message:
+        name = self.name
         if isinstance(data, Message):  # e.g. padded speech frames as a Sequences message
             if data.n_items == 0:
-                raise GraphError(f"observation {name!r} is empty")
-            self.data = data.to(self._device)
-            return
+                raise GraphError(f"{what} {name!r} is empty")
+            return data.to(self._device)
         if not isinstance(data, torch.Tensor):
             data = torch.as_tensor(np.asarray(data))
         if data.ndim < 1 or data.shape[0] == 0:
-            raise GraphError(f"observation {name!r} is empty (shape {tuple(data.shape)})")
+            raise GraphError(f"{what} {name!r} is empty (shape {tuple(data.shape)})")
         data = data.reshape(data.shape[0], -1)
-        self.data = Samples(as_float_data(data, f"observation {name!r}")).to(self._device)
-        # (Samples checks finiteness and names the index)
+        return Samples(as_float_data(data, f"{what} {name!r}")).to(self._device)
+
+    def new_items(self, data) -> Message:
+        """New data for this observation (prediction on new items), as the message it would
+        publish: the same kind and width as the data it was built with, or a named error."""
+        message = self._as_message(data, "new data for observation")
+        kind, size = self.layout
+        if message.kind != kind or (size is not None and message.size != size):
+            raise DataError(f"new data for observation {self.name!r}: a {message.kind!r} message of width "
+                            f"{message.size}, but the observation was built on {kind!r} of width {size}")
+        return message
+
+    @property
+    def layout(self) -> tuple[str, int | None]:
+        """``(kind, size)`` of what the observation sends."""
+        return self._layout if self.data is None else (self.data.kind, self.data.size)
 
     def ports(self):
-        return {"out": Port("out", sends=(self.data.kind,), size=self.data.size, doc="observed data")}
+        kind, size = self.layout
+        return {"out": Port("out", sends=(kind,), size=size, doc="observed data")}
 
     def data_digest(self) -> str:
         """sha256 of the observed data (every tensor of the message, with shapes and dtypes),
         computed once: checkpoints record it so that a run resumes only on the same data."""
+        if self._digest is None and self.data is None:
+            self._digest = "no data"
         if self._digest is None:
             digest = hashlib.sha256()
             for field, tensor in self.data._tensors().items():
@@ -106,18 +137,19 @@ class Observation(Node):
         return self._digest
 
     def publish(self):
-        return {"out": self.data}
+        return {} if self.data is None else {"out": self.data}
 
     def to(self, device):
         # the data are a setting, not learned state: given again by whoever builds the graph,
         # never saved; they follow the node to its device
         super().to(device)
-        self.data = self.data.to(self._device)
+        if self.data is not None:
+            self.data = self.data.to(self._device)
         return self
 
     @property
     def n_items(self) -> int:
-        return self.data.n_items
+        return 0 if self.data is None else self.data.n_items
 
 
 class TailToTail(Node):
@@ -240,6 +272,12 @@ class TailToTail(Node):
             logs = {m: ll * self.temperature for m, ll in fit.log_likelihoods.items()}
             self.permutations_ = {m: torch.arange(self.n_categories, device=total.device) for m in present}
             total = sum(logs.values())
+        self.priors_ = self._priors(logs, total, present, self.permutations_)
+
+    def _priors(self, logs: dict, total: torch.Tensor, present: list, permutations: dict) -> dict:
+        """Each member's prior: the product of the other members' aligned posteriors (``logs``,
+        their sum ``total``), smoothed, in the member's own label order."""
+        priors = {}
         uniform = 1.0 / self.n_categories
         # a member that has not reported yet (no labels of its own so far) gets the product of
         # all those that have, in the reference's label order, and starts from their categories
@@ -250,12 +288,37 @@ class TailToTail(Node):
             product = torch.softmax(self.prior_exponent.get(m, 1.0) * others, dim=1)
             prior_aligned = (1 - self.smoothing) * product + self.smoothing * uniform
             if m not in present:
-                self.priors_[m] = Categorical((prior_aligned / prior_aligned.sum(dim=1, keepdim=True)).float())
+                priors[m] = Categorical((prior_aligned / prior_aligned.sum(dim=1, keepdim=True)).float())
                 continue
             # back to the member's own label order: its category perm[j] is reference's j
             prior = torch.empty_like(prior_aligned)
-            prior[:, self.permutations_[m]] = prior_aligned
-            self.priors_[m] = Categorical((prior / prior.sum(dim=1, keepdim=True)).float())
+            prior[:, permutations[m]] = prior_aligned
+            priors[m] = Categorical((prior / prior.sum(dim=1, keepdim=True)).float())
+        return priors
+
+    def infer(self, **posteriors):
+        """For new items: each member's prior (the smoothed product of the other members'
+        posteriors given here, aligned with the labels learned in training), as :meth:`update`
+        computes it, but without aligning anew or refitting. Any subset of members may be
+        given; a member not given receives the product of all given."""
+        logs = {m: torch.log(p.probs[:, self._learned_permutation(m)].clamp_min(_PROB_FLOOR)) * self.temperature
+                for m, p in posteriors.items()}
+        total = sum(logs.values())
+        return self._priors(logs, total, list(posteriors), {m: self._learned_permutation(m) for m in self.members})
+
+    def _learned_permutation(self, member: str) -> torch.Tensor:
+        # after a joint fit every member speaks the combiner's labels; before one, the last
+        # alignment found in training (none yet: the member's own order)
+        if self.joint_responsibilities_ is None and member in self.permutations_:
+            return self.permutations_[member]
+        return torch.arange(self.n_categories, device=self._device)
+
+    def _categories(self, given, inferred):
+        """The shared category of each new item: the argmax of the product of the aligned
+        posteriors given (the consensus, in the labels :meth:`predict` uses)."""
+        total = sum(torch.log(p.probs[:, self._learned_permutation(m)].clamp_min(_PROB_FLOOR))
+                    for m, p in given.items())
+        return total.argmax(dim=1)
 
     def publish(self):
         return dict(self.priors_)
@@ -409,6 +472,21 @@ class HeadToHead(Node):
                 f"head-to-head {self.name!r}: cannot combine {prop.kind!r} with {weigh.kind!r} "
                 f"(expected nbest + categorical, or gaussian + gaussian)"
             )
+
+    def infer(self, **messages):
+        """For new items: what the common child passes on without resampling. N-best hypotheses
+        from the proposer reach the weighter as a bag of words (the words it observes); a
+        Gaussian expert from either parent reaches the other. Resampling is learning (it
+        feeds the proposer's relearning) and does not happen here."""
+        out = {}
+        prop, weigh = messages.get("proposer"), messages.get("weighter")
+        if isinstance(prop, NBest):
+            out["weighter"] = self.bag_of_words(prop)
+        elif isinstance(prop, Gaussian):
+            out["weighter"] = prop
+        if isinstance(weigh, Gaussian):
+            out["proposer"] = weigh
+        return out
 
     def bag_of_words(self, nbest: NBest) -> Counts:
         """Expected word counts per item under the normalised hypothesis scores (N, V)."""

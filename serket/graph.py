@@ -28,10 +28,12 @@ import contextlib
 from typing import NamedTuple
 
 import networkx as nx
+import torch
 
 from .connections import DATA, HEAD_TO_HEAD, HEAD_TO_TAIL, TAIL_TO_TAIL, HeadToHead, Observation, TailToTail
 from .errors import CheckpointError, GraphError, MessageError, PortError, SerketError, with_context
 from .inference import DEFAULT_EM_ITERATIONS, DEFAULT_RESTARTS, SharedCategory
+from . import prediction
 from .messages import Message
 from .module import Module, Node, resolve_device, settings
 from .validation import check_int
@@ -392,6 +394,24 @@ class Graph:
     def messages(self) -> dict[tuple[str, str], dict[str, Message | None]]:
         """The last message in each direction on every edge."""
         return {(p, c): {"down": e["down"], "up": e["up"]} for p, c, e in self.nx.edges(data=True)}
+
+    # --- using the trained graph on new items ---------------------------------------------------
+    def infer(self, data: dict) -> dict[str, dict[str, Message]]:
+        """Run the trained graph on new items, ``{observation name: data}`` for any subset of its
+        observations, without learning: ``{node: {port: message}}``, what each node reached
+        inferred (:func:`serket.prediction.recognise`)."""
+        return prediction.recognise(self, data).outputs
+
+    def predict(self, data: dict) -> dict[str, torch.Tensor]:
+        """The category of each new item, ``{node: (N,) tensor}``, for every node with categories
+        that the given observations reach: images alone reach the GMM and the shared category,
+        speech alone the LDA and the shared category (:func:`serket.prediction.predict`)."""
+        return prediction.predict(self, data)
+
+    def generate(self, data: dict, target: str) -> Message:
+        """Data for the observation ``target`` generated from new data for others (speech alone
+        -> an image of its category; :func:`serket.prediction.generate`)."""
+        return prediction.generate(self, data, target)
 
     # --- state ------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
