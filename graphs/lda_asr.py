@@ -86,6 +86,7 @@ PRESETS = {"quick": {"rounds": 2, "sweeps": 10, "units": 16, "n_best": 5, "seeds
 def bench_main(argv=None) -> dict:
     from serket.audio.features import speech_sequences
     from serket.bench.drawing import draw_graph
+    from serket.bench.evaluation import held_out_figures
     from serket.bench.reporting import plot_confusion
     from serket.bench.runner import parse_benchmark_args, run_benchmark
     from serket.datasets.spoken_digits import load_speech
@@ -97,12 +98,17 @@ def bench_main(argv=None) -> dict:
         keep = torch.arange(len(digits)) % 10 == 0
         digits = digits.subset(keep.nonzero().squeeze(1))
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
-    data_line = (f"data: {digits.source}, {len(digits)} utterances, {len(set(digits.speakers))} "
-                 f"speakers/voices — {kind}")
+    held_out = digits.test_mask()
+    digits, held_out_digits = digits.subset(~held_out), digits.subset(held_out)
+    data_line = (f"data: {digits.source}, {len(digits)} utterances for training (takes {digits.test_takes} and above), "
+                 f"{len(set(digits.speakers))} speakers/voices — {kind}")
+    # each set normalised per speaker on its own: nothing of the held-out audio reaches training
     sequences = speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device)
+    held_out_sequences = speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
+                                          held_out_digits.speakers, device=args.device)
 
     def run_one(config, seed, checkpoint_dir):
-        return run_lda_asr(
+        result = run_lda_asr(
             sequences, digits.labels, rounds=args.rounds, linked=(config == "linked"), seed=seed,
             device=args.device, checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
             prefix=f"[{config} seed {seed}] ", n_units=args.units,
@@ -110,6 +116,10 @@ def bench_main(argv=None) -> dict:
                  "discriminant": args.discriminant or None},
             lda={"sweeps": args.sweeps, "chains": args.lda_chains},
         )
+        result["held_out"] = held_out_figures(result["graph"], {"both": {"speech": held_out_sequences}},
+                                              held_out_digits.labels,
+                                              {"lda": result["graph"].node("lda").predict()}, digits.labels)
+        return result
 
     out = Path(args.out)
     title = "LDA+ASR on " + ("synthetic spoken digits" if digits.synthetic else "FSDD")
@@ -118,7 +128,10 @@ def bench_main(argv=None) -> dict:
                           published={} if digits.synthetic else PUBLISHED,
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("separate", "linked"),
-                          extra_info={"synthetic": digits.synthetic, "source": digits.source})
+                          extra_info={"synthetic": digits.synthetic, "source": digits.source},
+                          held_out_line=f"held-out: the {len(held_out_digits)} utterances of takes "
+                                        f"0-{digits.test_takes - 1}, never seen in training; each topic named "
+                                        f"by the digit it was matched to in training")
     for config, by_seed in bench["results"].items():
         seed = args.seeds[-1]
         graph = by_seed[seed]["graph"]

@@ -130,7 +130,9 @@ def bench_parser():
     p.set_defaults(configs=CONFIGS)
     p._option_string_actions["--configs"].choices = CONFIGS
     add_speech_option(p)
-    p.add_argument("--per-class", type=positive_int, default=300, help="image-utterance pairs per digit")
+    p.add_argument("--per-class", type=positive_int, default=270,
+                   help="training image-utterance pairs per digit (at most the training utterances per digit: "
+                        "270 for FSDD, takes 5-49; the held-out pairs are the test takes 0-4 with MNIST test images)")
     p.add_argument("--speech-features", default="mfcc", choices=["mfcc", "logmel"],
                    help="pooled MFCC+deltas or pooled log-mel energies per utterance")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[512, 256], help="encoder and decoder hidden widths")
@@ -157,7 +159,7 @@ def bench_main(argv=None) -> dict:
 
     from serket.audio.features import speech_features
     from serket.bench.drawing import draw_graph
-    from serket.bench.evaluation import DigitClassifier, coherence
+    from serket.bench.evaluation import DigitClassifier, coherence, held_out_figures
     from serket.bench.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
     from serket.bench.runner import parse_benchmark_args, run_benchmark
     from serket.datasets.mnist import load_mnist, load_mnist_subset
@@ -168,10 +170,18 @@ def bench_main(argv=None) -> dict:
     digits = load_speech(args.speech, data_dir=args.data_dir)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
+    held_out = digits.test_mask()
+    digits, held_out_digits = digits.subset(~held_out), digits.subset(held_out)
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
-                 f"{args.per_class} image-utterance pairs per digit")
+                 f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
+                 f"{digits.test_takes} and above")
+    held_out_line = (f"held-out: MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
+                     f"({len(held_out_digits)} pairs), never seen in training; each component named by the digit "
+                     f"it was matched to on the training pairs")
     device = torch.device(args.device)
+    # each set standardised on its own, so nothing of the held-out audio reaches training
     speech_all = speech_features(digits, args.speech_features, device=device)
+    held_out_speech = speech_features(held_out_digits, args.speech_features, device=device)
 
     # the evaluation classifier: MNIST test split only (trained at the first run's end, so that
     # the data line is the first thing the benchmark prints)
@@ -193,6 +203,13 @@ def bench_main(argv=None) -> dict:
         return evaluation["net"]
 
     coherences: dict[str, dict[int, dict]] = {}
+    held_out_coherences: dict[str, dict[int, dict]] = {}
+
+    def held_out_pairs(seed):
+        per_digit = int(torch.bincount(held_out_digits.labels).max())
+        x, y = load_mnist_subset(per_class=per_digit, seed=seed, split="test", data_dir=args.data_dir)
+        images_idx, speech_idx = pair_by_digit(y, held_out_digits.labels, seed=seed)
+        return x[images_idx].to(device), held_out_speech[speech_idx.to(device)], y[images_idx]
 
     def run_one(config, seed, checkpoint_dir):
         model, mode = config.split("-")
@@ -214,6 +231,13 @@ def bench_main(argv=None) -> dict:
         result.update(labels=labels, images=images.to(device), speech=speech, model=model)
         coherences.setdefault(config, {})[seed] = coherence(node, images.to(device), speech, labels, classifier())
         result["history"][-1]["coherence"] = coherences[config][seed]
+        test_images, test_speech, test_labels = held_out_pairs(seed)
+        subsets = {"both": {"images": test_images, "speech": test_speech}, "images only": {"images": test_images},
+                   "speech only": {"speech": test_speech}}
+        result["held_out"] = held_out_figures(result["graph"], subsets, test_labels,
+                                              {"gmm": result["graph"].node("gmm").predict()}, labels)
+        held_out_coherences.setdefault(config, {})[seed] = coherence(node, test_images, test_speech, test_labels,
+                                                                     classifier())
         return result
 
     out = Path(args.out)
@@ -224,15 +248,19 @@ def bench_main(argv=None) -> dict:
                           compare=("mvae-alternate", "mvae-joint") if {"mvae-alternate", "mvae-joint"} <= set(args.configs) else None,
                           extra_info={"synthetic": digits.synthetic, "speech_source": digits.source,
                                       "image_source": info, "evaluation_classifier": classifier_info,
-                                      "coherence": coherences, "reference_neuro_serket_full": NEURO_SERKET_FULL})
+                                      "coherence": coherences, "held_out_coherence": held_out_coherences,
+                                      "reference_neuro_serket_full": NEURO_SERKET_FULL},
+                          held_out_line=held_out_line)
 
     # coherence and per-modality terms beside the clustering table
+    kinds = ("speech_to_image", "image_to_image", "both_to_image")
     lines = ["", "| configuration | latent clustering accuracy (%) | speech→image coherence (%) | "
-                 "image→image coherence (%) | both→image coherence (%) |", "|---|---|---|---|---|"]
+                 "image→image coherence (%) | both→image coherence (%) | held-out speech→image (%) | "
+                 "held-out image→image (%) | held-out both→image (%) |", "|---" * 8 + "|"]
     for config in args.configs:
         acc = bench["summary"][config]["gmm"]["accuracy"]
-        cells = [format_mean_sd([coherences[config][s][k] for s in args.seeds])
-                 for k in ("speech_to_image", "image_to_image", "both_to_image")]
+        cells = [format_mean_sd([table[config][s][k] for s in args.seeds])
+                 for table in (coherences, held_out_coherences) for k in kinds]
         lines.append(f"| {config} | {format_mean_sd(acc)} | " + " | ".join(cells) + " |")
     lines += ["", f"coherence: generated images classified by a CNN trained on the MNIST test split only "
                   f"(held-out accuracy {evaluation['accuracy'] * 100:.1f}%).",

@@ -159,7 +159,9 @@ def bench_parser():
     p.set_defaults(configs=list(CONFIGURATIONS))
     p._option_string_actions["--configs"].choices = list(CONFIGURATIONS)
     add_speech_option(p)
-    p.add_argument("--per-class", type=positive_int, default=300, help="image-utterance pairs per digit")
+    p.add_argument("--per-class", type=positive_int, default=270,
+                   help="training image-utterance pairs per digit (at most the training utterances per digit: "
+                        "270 for FSDD, takes 5-49; the held-out pairs are the test takes 0-4 with MNIST test images)")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[512, 256], help="VAE hidden widths")
     p.add_argument("--epochs", type=positive_int, default=15, help="VAE epochs per round after the first")
     p.add_argument("--first-epochs", type=positive_int, default=60, help="VAE epochs in the first round")
@@ -203,7 +205,7 @@ def bench_main(argv=None) -> dict:
 
     from serket.audio.features import speech_sequences
     from serket.bench.drawing import draw_graph
-    from serket.bench.evaluation import merge_histories
+    from serket.bench.evaluation import held_out_figures, merge_histories
     from serket.bench.reporting import plot_confusion, plot_latent
     from serket.bench.runner import parse_benchmark_args, run_benchmark
     from serket.datasets.mnist import load_mnist, load_mnist_subset
@@ -215,9 +217,18 @@ def bench_main(argv=None) -> dict:
     digits = load_speech(args.speech, data_dir=args.data_dir)
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
+    held_out = digits.test_mask()
+    digits, held_out_digits = digits.subset(~held_out), digits.subset(held_out)
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
-                 f"{args.per_class} image-utterance pairs per digit")
+                 f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
+                 f"{digits.test_takes} and above")
+    held_out_line = (f"held-out: MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
+                     f"({held_out_digits.labels.numel()} pairs), never seen in training; each category named by "
+                     f"the digit it was matched to on the training pairs")
+    # each set is normalised per speaker on its own, so nothing of the held-out audio reaches training
     sequences = speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device)
+    held_out_sequences = speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
+                                          held_out_digits.speakers, device=args.device)
     tokens = 100
 
     out = Path(args.out)
@@ -238,13 +249,29 @@ def bench_main(argv=None) -> dict:
         images_idx, speech_idx = pair_by_digit(y, digits.labels, seed=seed)
         return x[images_idx], sequences.index(speech_idx.to(sequences.device)), y[images_idx]
 
+    def held_out_pairs(seed):
+        per_digit = int(torch.bincount(held_out_digits.labels).max())
+        x, y = load_mnist_subset(per_class=per_digit, seed=seed, split="test", data_dir=args.data_dir)
+        images_idx, speech_idx = pair_by_digit(y, held_out_digits.labels, seed=seed)
+        return (x[images_idx], held_out_sequences.index(speech_idx.to(held_out_sequences.device)),
+                y[images_idx])
+
+    def scored(graphs, nodes, labels, seed):
+        images, utterances, held_out_labels = held_out_pairs(seed)
+        subsets = {"both": {"images": images, "speech": utterances}, "images only": {"images": images},
+                   "speech only": {"speech": utterances}}
+        trained = {name: node.predict() for name, node in nodes.items() if name in ("gmm", "lda", "category")}
+        return held_out_figures(graphs, subsets, held_out_labels, trained, labels)
+
     def run_one(config, seed, checkpoint_dir):
         images, utterances, labels = pairs(seed)
         common = dict(rounds=args.rounds, seed=seed, device=args.device, resume=not args.no_resume, **build)
         if config == "full":
             result = run_neuro_serket(images, utterances, labels, configuration=config,
                                       checkpoint_dir=checkpoint_dir, prefix=f"[{config} seed {seed}] ", **common)
-            return {**result, "labels": labels, "nodes": result["graph"].nodes}
+            nodes = result["graph"].nodes
+            return {**result, "labels": labels, "nodes": nodes,
+                    "held_out": scored(result["graph"], nodes, labels, seed)}
         # rows without the tail-to-tail link: the halves never meet, so each half is trained once
         # per seed and linking, by the first row that holds it, and let go after the last
         # (separate and asr share the image half, asr and halves the speech half)
@@ -261,8 +288,9 @@ def bench_main(argv=None) -> dict:
                     prefix=f"[{side} half of {row} seed {seed}] ", **common)
             parts.append(halves.pop(key) if config == holders[-1] else halves[key])
         graph = build_neuro_serket(images, utterances, configuration=config, seed=seed, **build)  # for drawing
+        nodes = {**parts[0]["graph"].nodes, **parts[1]["graph"].nodes}
         return {"history": merge_histories(*(p["history"] for p in parts)), "graph": graph, "labels": labels,
-                "nodes": {**parts[0]["graph"].nodes, **parts[1]["graph"].nodes}}
+                "nodes": nodes, "held_out": scored([p["graph"] for p in parts], nodes, labels, seed)}
 
     title = "Neuro-SERKET: VAE+GMM+LDA+ASR" + (" (SYNTHETIC speech)" if digits.synthetic else "")
     bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
@@ -271,7 +299,8 @@ def bench_main(argv=None) -> dict:
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("separate", "full") if {"separate", "full"} <= set(args.configs) else None,
                           extra_info={"synthetic": digits.synthetic, "speech_source": digits.source,
-                                      "image_source": info})
+                                      "image_source": info},
+                          held_out_line=held_out_line)
     seed = args.seeds[-1]
     rows = {"separate": "every module separate", "asr": "LDA+ASR linked",
             "halves": "VAE+GMM linked, LDA+ASR linked, no link between", "full": "VAE+GMM+LDA+ASR fully linked"}

@@ -65,6 +65,8 @@ def bench_parser():
     p.add_argument("--first-epochs", type=positive_int, default=100, help="VAE epochs in the first round")
     p.add_argument("--sweeps", type=positive_int, default=50, help="GMM Gibbs sweeps per round")
     p.add_argument("--per-class", type=positive_int, default=300, help="MNIST training images per digit")
+    p.add_argument("--held-out-per-class", type=positive_int, default=100,
+                   help="MNIST test images per digit on which the trained graph is scored (never trained on)")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[512, 256],
                    help="VAE hidden widths (the published run used 128)")
     p.add_argument("--kl-weight", type=nonnegative_float, default=1.0, help="VAE KL weight")
@@ -87,6 +89,7 @@ PRESETS = {
 
 def bench_main(argv=None) -> dict:
     from serket.bench.drawing import draw_graph
+    from serket.bench.evaluation import held_out_figures
     from serket.bench.reporting import plot_confusion, plot_latent
     from serket.bench.runner import parse_benchmark_args, run_benchmark
     from serket.datasets.mnist import load_mnist, load_mnist_subset
@@ -106,13 +109,19 @@ def bench_main(argv=None) -> dict:
             gmm={"sweeps": args.sweeps, "prior_variance": args.prior_variance},
         )
         result["labels"] = y
+        test_x, test_y = load_mnist_subset(per_class=args.held_out_per_class, seed=seed, split="test",
+                                           data_dir=args.data_dir)
+        result["held_out"] = held_out_figures(result["graph"], {"both": {"images": test_x}}, test_y,
+                                              {"gmm": result["graph"].node("gmm").predict()}, y)
         return result
 
     out = Path(args.out)
     bench = run_benchmark(title="VAE+GMM on MNIST", data_line=data_line, configs=args.configs,
                           seeds=args.seeds, run_one=run_one, nodes="gmm", out=out, published=PUBLISHED,
                           settings={k: v for k, v in vars(args).items() if k != "out"},
-                          compare=("separate", "linked"), extra_info={"data_info": info})
+                          compare=("separate", "linked"), extra_info={"data_info": info},
+                          held_out_line=f"held-out: {args.held_out_per_class} MNIST test images per digit, never seen "
+                                        f"in training; each cluster named by the digit it was matched to in training")
     for config, by_seed in bench["results"].items():
         seed = args.seeds[-1]
         graph, y = by_seed[seed]["graph"], by_seed[seed]["labels"]

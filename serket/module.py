@@ -268,8 +268,8 @@ class Node:
 
         Without arguments: for the items it learned from. With ``port=message`` arguments: for
         new items, without learning from them (the argmax of the categorical message that
-        :meth:`infer` sends on a port not given). A subclass overrides the first case only; the
-        base class routes calls with arguments through :meth:`infer`.
+        :meth:`infer` returns, times a prior given on that port). A subclass overrides the first
+        case only; the base class routes calls with arguments through :meth:`infer`.
         """
         return self._predict_new(messages) if messages else None
 
@@ -278,10 +278,17 @@ class Node:
 
     def _categories(self, given: dict, inferred: dict[str, Message]) -> torch.Tensor | None:
         """The category of each new item from what :meth:`infer` returned: the argmax of the
-        first categorical message on a port that was not given (``None`` without one)."""
+        first categorical message it sent, times the prior given on the same port if one was
+        (a module's category message leaves its received prior out, as in training); ``None``
+        without a categorical message."""
         for port, message in inferred.items():
-            if port not in given and message.kind == "categorical":
-                return message.probs.argmax(dim=1)
+            if message.kind != "categorical":
+                continue
+            log_p = message.probs.clamp_min(1e-30).log()
+            prior = given.get(port)
+            if prior is not None and prior.kind == "categorical":
+                log_p = log_p + prior.probs.clamp_min(1e-30).log()
+            return log_p.argmax(dim=1)
         return None
 
     def __init_subclass__(cls, **kwargs):

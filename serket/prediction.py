@@ -108,11 +108,26 @@ def recognise(graph, data: dict) -> Recognition:
 def predict(graph, data: dict, recognition: Recognition | None = None) -> dict[str, torch.Tensor]:
     """The category of each new item, ``{node: (N,) tensor}``, for every node with categories
     that recognition reached (a module's own labels, the labels its ``predict()`` uses in
-    training; a shared category's consensus)."""
+    training, with its shared category's prior where others reached the category too; a
+    shared category's consensus)."""
     recognition = recognition or recognise(graph, data)
+    # a member of a shared category that others reached too is also given the category's prior
+    # (the product of the others' posteriors), as in training: its category is then the
+    # item's, seen through every observation given
+    priors: dict[str, dict[str, Message]] = {}
+    for c in graph.connections():
+        if c.kind == TAIL_TO_TAIL and c.blocked != "down" and c.child in recognition.inputs:
+            prior = recognition.outputs.get(c.parent, {}).get(c.parent_port)
+            if prior is not None:
+                priors.setdefault(c.child, {})[c.child_port] = prior
     categories = {}
     for name, given in recognition.inputs.items():
-        found = graph.node(name)._categories(given, recognition.outputs[name])
+        node = graph.node(name)
+        if name in priors:
+            given = {**given, **priors[name]}
+            found = node._categories(given, _infer(graph, name, given))
+        else:
+            found = node._categories(given, recognition.outputs[name])
         if found is not None:
             categories[name] = found
     return categories

@@ -64,9 +64,13 @@ def test_graph_predict_on_the_training_items_equals_what_training_predicts(tied)
     assert set(both) == {"left", "right", "category"}
     # the combiner's consensus from the members' messages on the same items and centres
     assert torch.equal(both["category"], graph.node("category").predict())
-    for name, view in (("left", first), ("right", second)):
-        published = graph.node(name).publish()["c"].probs.argmax(1)
-        assert torch.equal(both[name], published)
+    # each member: its own posterior times the prior the combiner last sent it (computed from
+    # the same final messages), as its category in training would be
+    priors = graph.node("category").publish()
+    for name in ("left", "right"):
+        own = graph.node(name).publish()["c"].probs
+        expected = (own.clamp_min(1e-30).log() + priors[name].probs.clamp_min(1e-30).log()).argmax(1)
+        assert torch.equal(both[name], expected)
 
 
 def test_each_subset_of_observations_reaches_its_own_side_and_the_shared_category(tied):

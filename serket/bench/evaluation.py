@@ -11,7 +11,7 @@ import torch
 
 from serket.errors import DataError
 
-__all__ = ["DigitClassifier", "coherence", "merge_histories"]
+__all__ = ["DigitClassifier", "coherence", "merge_histories", "held_out_figures"]
 
 
 class DigitClassifier(torch.nn.Module):
@@ -82,3 +82,40 @@ def merge_histories(*histories: list[dict]) -> list[dict]:
             record["node_seconds"].update(r.get("node_seconds", {}))
         merged.append(record)
     return merged
+
+
+def held_out_figures(graphs, subsets: dict, labels, trained: dict, train_labels) -> dict[str, dict[str, float]]:
+    """How trained graphs categorise held-out items: ``{key: {"accuracy", "ari", "nmi"}}``.
+
+    ``graphs``: one trained graph, or several trained side by side (a benchmark's halves);
+    ``subsets``: ``{name: {observation: new data}}``, e.g. ``{"both": {...}, "speech only":
+    {...}}``, each graph given the observations of a subset that it has;
+    ``labels``: the held-out items' classes (N,); ``trained``: ``{node: its categories on the
+    training items}``, for the nodes to score; ``train_labels``: their classes.
+
+    Each node's categories are named by the digit they were matched to on the *training* items
+    (Hungarian matching there, never on the held-out items), so the accuracy is that of the
+    trained model used as a classifier. Keys: the node name for the subset ``"both"``, else
+    ``"node (subset)"``.
+    """
+    from serket.metrics import adjusted_rand_index, match_clusters, normalized_mutual_info
+
+    graphs = graphs if isinstance(graphs, (list, tuple)) else [graphs]
+    labels = torch.as_tensor(labels).cpu()
+    naming = {node: match_clusters(train_labels, categories.cpu()) for node, categories in trained.items()}
+    figures = {}
+    for subset, data in subsets.items():
+        for graph in graphs:
+            given = {name: values for name, values in data.items() if name in graph.roles()}
+            if not given:
+                continue
+            for node, categories in graph.predict(given).items():
+                if node not in naming:
+                    continue
+                categories = categories.cpu()
+                named = torch.tensor([naming[node].get(int(c), -1) for c in categories])
+                key = node if subset == "both" else f"{node} ({subset})"
+                figures[key] = {"accuracy": float((named == labels).float().mean()),
+                                "ari": adjusted_rand_index(labels, categories),
+                                "nmi": normalized_mutual_info(labels, categories)}
+    return figures

@@ -185,10 +185,30 @@ def _node_seconds(history) -> dict[str, float]:
     return total
 
 
+def _held_out_table(runs: dict, summary: dict, held_out_line: str | None) -> list[str]:
+    """The held-out table's lines (accuracy, mean ± sd over seeds, per configuration and key);
+    fills ``summary[config]["held_out"]``. No lines when no run has held-out figures."""
+    keys: list[str] = []
+    for rs in runs.values():
+        for r in rs:
+            keys += [k for k in r.get("held_out", {}) if k not in keys]
+    if not keys:
+        return []
+    lines = ["", held_out_line or "held-out items", "",
+             "| configuration | " + " | ".join(f"{k} held-out accuracy (%)" for k in keys) + " |",
+             "|---" * (1 + len(keys)) + "|"]
+    for config, rs in runs.items():
+        figures = {k: [r["held_out"][k]["accuracy"] for r in rs if k in r.get("held_out", {})] for k in keys}
+        summary[config]["held_out"] = {k: v for k, v in figures.items() if v}
+        lines.append(f"| {config} | " + " | ".join(format_mean_sd(v) if v else "-" for v in figures.values()) + " |")
+    return lines
+
+
 def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list[int],
                   run_one: Callable[[str, int, Path], dict], nodes, out,
                   published: dict | None = None, settings: dict | None = None,
-                  compare: tuple[str, str] | None = None, extra_info: dict | None = None) -> dict:
+                  compare: tuple[str, str] | None = None, extra_info: dict | None = None,
+                  held_out_line: str | None = None) -> dict:
     """Run every configuration with every seed; returns ``{"summary", "runs", "results"}``.
 
     ``run_one(config, seed, checkpoint_dir)`` returns a dict with at least ``"history"`` (the
@@ -196,6 +216,8 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
     ``results`` for plots (earlier seeds' graphs are released, to bound memory).
     ``nodes`` names the node (or nodes) whose categories are scored; ``published`` maps a
     configuration to the published accuracy (%), or to ``{node: accuracy}`` for several nodes.
+    A run that also returns ``"held_out"`` (:func:`~serket.bench.evaluation.held_out_figures`)
+    gets a second table of those figures, under ``held_out_line`` (what the held-out items are).
     """
     nodes = [nodes] if isinstance(nodes, str) else list(nodes)
     out = Path(out)
@@ -221,6 +243,7 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
                 "accuracy_per_round": {n: [h["metrics"][n]["accuracy"] for h in history] for n in nodes},
                 "seconds": sum(h["seconds"] for h in history),
                 "node_seconds": _node_seconds(history),
+                **({"held_out": result["held_out"]} if "held_out" in result else {}),
             })
             if seed == seeds[-1]:  # plots read the last seed's runs; earlier graphs are let go
                 results[config][seed] = result
@@ -250,6 +273,7 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
             ra, rb = reference(a, n), reference(b, n)
             cells.append(f"{format_mean_sd(diffs)} | | | {'-' if ra is None or rb is None else f'{rb - ra:.1f}'}")
         lines.append(f"| {b} − {a}, paired by seed | " + " | ".join(cells) + " | |")
+    lines += _held_out_table(runs, summary, held_out_line)
     memory = peak_memory()
     where = _node_seconds([{"node_seconds": r["node_seconds"]} for rs in runs.values() for r in rs])
     total = sum(where.values())
