@@ -21,7 +21,8 @@ Ports:
     the resampled path of each utterance (B = 1) in.
 
 Without resampled hypotheses the recogniser decodes once and keeps its N-best (the
-"recogniser alone" baseline).
+"recogniser alone" baseline). New utterances are decoded the same way by
+:meth:`Recognizer.infer`, with the learned units and a fresh stream for the drawn paths.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from serket.clustering import kmeans
 from serket.errors import ConfigError, DataError, MessageError
 from serket.messages import NBest, Sequences
-from serket.module import Module, Port
+from serket.module import Module, Port, derive_seed
 from serket.sampling import gumbel_noise
 from serket.validation import check_int, check_items, check_real
 
@@ -126,7 +127,9 @@ class Recognizer(Module):
         if port == "audio":
             if message.n_items == 0:
                 raise DataError(f"Recognizer {self.name!r}: no utterances on port 'audio'")
-            if int(message.lengths.sum()) < self.n_units:
+            # the first k-means needs a frame per unit; once the units are learned, any utterance
+            # decodes (new ones given to infer, too)
+            if self.means_ is None and int(message.lengths.sum()) < self.n_units:
                 raise DataError(f"Recognizer {self.name!r}: {int(message.lengths.sum())} frames in all "
                                 f"cannot train {self.n_units} units")
         elif port == "w":
@@ -140,12 +143,18 @@ class Recognizer(Module):
         audio: Sequences = self.inbox["audio"]
         if self._cached_frames is not None and self._cached_frames[0] is audio:
             return self._cached_frames[1:]
+        frames, item, position = self._frames_of(audio)
+        self._cached_frames = (audio, frames, item, position)
+        return frames, item, position
+
+    def _frames_of(self, audio: Sequences):
+        """The valid frames of ``audio`` with their relative position appended, (M, D + 1), the
+        utterance of each frame (M,) and its position in it (M,)."""
         mask = audio.mask()
         item = torch.arange(audio.n_items, device=self.device)[:, None].expand_as(mask)[mask]
         position = torch.arange(mask.shape[1], device=self.device)[None, :].expand_as(mask)[mask]
         relative = position.to(audio.values.dtype) / (audio.lengths[item] - 1).clamp_min(1)
         frames = torch.cat([audio.values[mask], self.position_weight * relative[:, None]], 1).float()
-        self._cached_frames = (audio, frames, item, position)
         return frames, item, position
 
     # --- learning -----------------------------------------------------------------------------
@@ -216,8 +225,14 @@ class Recognizer(Module):
         return torch.log_softmax(ll, 1)
 
     def decode(self) -> NBest:
+        """The N-best unit paths of the utterances in the inbox (what port ``w`` sends), drawn
+        from the module's own stream."""
         frames, item, position = self._flat_frames()
-        audio = self.inbox["audio"]
+        return self._decode(self.inbox["audio"], frames, item, position, self.generator)
+
+    def _decode(self, audio: Sequences, frames, item, position, generator: torch.Generator) -> NBest:
+        """The best path and ``n_best - 1`` paths drawn from the frame posteriors (Gumbel-max
+        with ``generator``) of ``audio``'s frames (:meth:`_frames_of`), with their log scores."""
         logq = self.frame_log_posteriors(frames)
         best = logq.argmax(1, keepdim=True)
         if self.n_best > 1:
@@ -226,7 +241,7 @@ class Recognizer(Module):
             drawn = []
             for start in range(0, logq.shape[0], _DECODE_CHUNK):
                 block = logq[start:start + _DECODE_CHUNK]
-                gumbel = gumbel_noise((block.shape[0], self.n_best - 1, self.n_units), generator=self.generator,
+                gumbel = gumbel_noise((block.shape[0], self.n_best - 1, self.n_units), generator=generator,
                                       device=self.device, low=_UNIFORM_FLOOR, high=_UNIFORM_CEILING)
                 drawn.append(gumbel.add_(block[:, None, :]).argmax(2))
             paths = torch.cat([best, torch.cat(drawn)], 1)  # (M, B)
@@ -253,6 +268,22 @@ class Recognizer(Module):
 
     def publish(self):
         return {} if self.nbest_ is None else {"w": self.nbest_}
+
+    def infer(self, audio=None, w=None) -> dict:
+        """For new utterances: ``{"w": NBest}``, the N-best unit paths the module would send for
+        them, decoded with the units it learned exactly as it decodes its own (:meth:`decode`):
+        the best path and ``n_best - 1`` paths drawn from the frame posteriors. The draws come
+        from a fresh stream seeded from the module's seed and update count, so infer is
+        repeatable and leaves the training stream as it was."""
+        if w is not None:
+            raise DataError(f"{self._who()}: infer decodes new utterances given on port 'audio'; port 'w' "
+                            f"takes resampled hypotheses for learning, not for new items")
+        if self.means_ is None:
+            raise DataError(f"{self._who()}: nothing learned yet; infer needs a first update")
+        frames, item, position = self._frames_of(audio)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name + ":infer"))
+        return {"w": self._decode(audio, frames, item, position, generator)}
 
     def best_units(self) -> torch.Tensor:
         """(N, V) counts of each unit on each utterance's best path."""

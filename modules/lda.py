@@ -67,6 +67,12 @@ category of whole documents instead (the mixture-of-unigrams reading): port ``c`
 connection's evidence weight, and :meth:`LDA.predict` is the argmax of
 :meth:`LDA.category_posterior`, the same with the received prior.
 
+**New documents.** :meth:`LDA.infer` folds new documents in (:func:`fold_in`): their tokens'
+topics are Gibbs-sampled with each topic's word distributions held fixed at ``topic_word_``,
+and it returns the messages :meth:`LDA.publish` would send for them, on ``c`` the same reading
+(topic proportions, or once joined the single-topic likelihood, which is closed form). Nothing
+it learned changes; the draws come from a fresh stream, so infer is repeatable.
+
 **Warm starts.** The first update draws every token's topic uniformly. A later update with the
 same scaled counts continues from the current topics. If the counts change (the recogniser
 relearned and sent new bags of words) the token list is rebuilt and each new token's topic is
@@ -75,7 +81,7 @@ and labels across rounds); if the number of documents changes, the topics start 
 
 The arithmetic lives in pure functions beside the class (:func:`scale_counts`,
 :func:`build_tokens`, :func:`topic_counts`, :func:`visiting_order`, :func:`gibbs_sweep`,
-:func:`collapsed_log_joint`, :func:`topic_proportions`, :func:`topic_word`). Counts are kept
+:func:`collapsed_log_joint`, :func:`topic_proportions`, :func:`topic_word`, :func:`fold_in`). Counts are kept
 in float32 (exact integers up to 2^24 tokens; float64 beyond).
 """
 
@@ -91,7 +97,7 @@ from serket.clustering import kmeans_pp_start
 from serket.errors import ConfigError, DataError, MessageError
 from serket.inference import SharedCategory, best_of
 from serket.messages import Categorical, Counts, Message
-from serket.module import Module, Port
+from serket.module import Module, Port, derive_seed
 from serket.validation import check_int, check_items, check_real
 
 __all__ = [
@@ -106,6 +112,7 @@ __all__ = [
     "collapsed_log_joint",
     "topic_proportions",
     "topic_word",
+    "fold_in",
 ]
 
 # a probability is floored here before its log: a zero is a large finite penalty, not -inf
@@ -316,6 +323,75 @@ def topic_word(word_topic: torch.Tensor, vocab_sizes, beta: float) -> list[torch
     return out
 
 
+def fold_in(doc_word_counts: torch.Tensor, phi: torch.Tensor, *, alpha: float, sweeps: int, burn_in: int,
+            generator: torch.Generator, doc_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Topic proportions of new documents, with the topics held fixed: (D, K) float64.
+
+    ``doc_word_counts`` (D, V_total) long: the new documents' tokens over the global vocabulary;
+    ``phi`` (V_total, K): each word's probability under each topic (every modality's rows, each
+    topic's column summing to one within a modality). With phi fixed, the documents are
+    independent and each token's topic has the conditional
+
+        p(z_i = k | z_-i, w) ∝ (n_dk^-i + alpha) * prior[d, k] * phi_{k, w_i}
+
+    Gibbs sampling visits each document's tokens cyclically from a random first one, one token
+    of every document at a time: with phi fixed no two documents share a count, so this is the
+    exact sequential sampler of every document at once. The topics start from ``phi_{k, w_i}
+    prior[d, k]`` (each token alone). The result is ``(n_dk + alpha) / (n_d + K alpha)``, the
+    posterior mean of theta_d given the topics, averaged over the sweeps after ``burn_in``: an
+    estimate of E[theta_d | w_d, phi] with less noise than one draw. ``doc_prior`` (D, K) is a
+    potential on every token's topic, as in :func:`gibbs_sweep`; it is not divided out here.
+    A document without tokens gets uniform proportions.
+    """
+    n_docs, vocab = doc_word_counts.shape
+    n_topics, device = phi.shape[1], phi.device
+    phi = phi.to(torch.float64)
+    lengths = doc_word_counts.sum(1)
+    length = int(lengths.max()) if n_docs else 0
+    # each document's tokens in a (D, L) table, padded at the end
+    cell = torch.repeat_interleave(torch.arange(n_docs * vocab, device=device), doc_word_counts.flatten())
+    docs, words = cell // vocab, cell % vocab
+    starts = lengths.cumsum(0) - lengths
+    position = torch.arange(docs.shape[0], device=device) - starts[docs]
+    table = torch.zeros(n_docs, max(length, 1), dtype=torch.long, device=device)
+    table[docs, position] = words
+    valid = torch.arange(table.shape[1], device=device)[None, :] < lengths[:, None]
+    prior = None if doc_prior is None else doc_prior.to(torch.float64)
+
+    def draw(weight):  # inverse CDF, one uniform per row
+        cumulative = weight.cumsum(-1)
+        u = torch.rand(cumulative.shape[:-1] + (1,), generator=generator, dtype=torch.float64, device=device)
+        return torch.searchsorted(cumulative, u * cumulative[..., -1:]).squeeze(-1).clamp_(max=n_topics - 1)
+
+    start = phi[table]  # (D, L, K)
+    if prior is not None:
+        start = start * prior[:, None, :]
+    topics = draw(start)
+    onehot = torch.eye(n_topics, dtype=torch.float64, device=device)
+    doc_topic = (onehot[topics] * valid[..., None]).sum(1)
+    rows = torch.arange(n_docs, device=device)
+    denominator = (lengths.to(torch.float64) + n_topics * alpha)[:, None]
+    total = torch.zeros(n_docs, n_topics, dtype=torch.float64, device=device)
+    kept = 0
+    for sweep in range(sweeps):
+        first = (torch.rand(n_docs, generator=generator, dtype=torch.float64, device=device) * lengths).long()
+        for j in range(length):
+            live = valid[:, j]
+            pos = (first + j) % lengths.clamp_min(1)
+            old = topics[rows, pos]
+            own = onehot[old]
+            weight = (doc_topic - own + alpha) * phi[table[rows, pos]]
+            if prior is not None:
+                weight = weight * prior
+            new = torch.where(live, draw(weight), old)
+            doc_topic += onehot[new] - own
+            topics[rows, pos] = new
+        if sweep >= burn_in:
+            total += (doc_topic + alpha) / denominator
+            kept += 1
+    return total / kept
+
+
 # --- the module ----------------------------------------------------------------------------------
 class LDA(SharedCategory, Module):
     """Multimodal LDA over bags of words, learned by blocked collapsed Gibbs sampling.
@@ -502,20 +578,26 @@ class LDA(SharedCategory, Module):
     # --- learning --------------------------------------------------------------------------------
     def _token_counts(self) -> torch.Tensor:
         """The scaled integer counts of every modality in the inbox, laid end to end: (D, V_total)."""
-        present = [m for m in self.modalities if m in self.inbox]
+        return self._scaled_counts(self.inbox)
+
+    def _scaled_counts(self, messages: dict) -> torch.Tensor:
+        """The scaled integer counts of every modality in ``messages`` (the inbox, or new
+        documents given to :meth:`infer`), laid end to end: (D, V_total); a modality not given
+        has no tokens."""
+        present = [m for m in self.modalities if m in messages]
         if not present:
             raise DataError(f"LDA {self.name!r}: no bags of words received on any of the ports "
                             f"{list(self.modalities)}")
-        n_docs = self.inbox[present[0]].n_items
-        for m in present[1:] + (["c"] if "c" in self.inbox else []):
-            check_items(self, f"port {m!r}", self.inbox[m].n_items, f"port {present[0]!r}", n_docs)
+        n_docs = messages[present[0]].n_items
+        for m in present[1:] + (["c"] if "c" in messages else []):
+            check_items(self, f"port {m!r}", messages[m].n_items, f"port {present[0]!r}", n_docs)
         blocks = []
         raw_lengths = torch.zeros(n_docs, dtype=torch.float64, device=self.device)
         for m in self.modalities:
-            if m not in self.inbox:
+            if m not in messages:
                 blocks.append(torch.zeros(n_docs, self.vocab_sizes[m], dtype=torch.long, device=self.device))
                 continue
-            message = self.inbox[m]
+            message = messages[m]
             values = message.counts if message.kind == "counts" else message.probs
             if self.tokens is None:
                 raw = values.to(torch.float64).round()
@@ -661,14 +743,18 @@ class LDA(SharedCategory, Module):
                                else self.category_likelihood())
         return out
 
-    def _topic_log_likelihood(self) -> torch.Tensor:
+    def _topic_log_likelihood(self, counts: torch.Tensor | None = None) -> torch.Tensor:
         """``weight * sum_v n_dv log phi_cv``: each topic's log likelihood of the whole document
         ``d`` as if all its tokens came from that topic, times the evidence weight (1 when not
-        joined), (D, K) float64."""
+        joined), (D, K) float64; for the module's own documents, or for the scaled ``counts``
+        (D, V_total) of new ones."""
         if self.token_counts_ is None:
             raise DataError(f"LDA {self.name!r}: no category likelihood before the first update")
         log_phi = torch.cat([self.topic_word_[m].to(torch.float64) for m in self.modalities], 1).log()
-        return self.category_log_likelihood("c", log_phi)
+        if counts is None:
+            return self.category_log_likelihood("c", log_phi)
+        weight = 1.0 if self.category_weight_ is None else self.category_weight_
+        return weight * (counts.to(torch.float64) @ log_phi.T)
 
     def category_likelihood(self) -> torch.Tensor:
         """P(c | w_d) for a document whose tokens all come from the one topic ``c`` (uniform
@@ -745,6 +831,75 @@ class LDA(SharedCategory, Module):
         if self.category_weight_ is not None:
             return self.category_posterior().argmax(1)
         return self.topic_posterior_.argmax(1)
+
+    # --- new documents ---------------------------------------------------------------------------
+    #: Gibbs sweeps that :meth:`infer` runs on new documents, and the first of them it discards:
+    #: with the topics held fixed each document's chain mixes on its own, in few sweeps.
+    INFER_SWEEPS = 50
+    INFER_BURN_IN = 10
+
+    def infer(self, c=None, **modalities) -> dict[str, Message]:
+        """For new documents: ``{"c": Categorical, modality: Categorical, ...}``, the messages
+        the module would send for them, the topics it learned held fixed.
+
+        Args:
+            c: optional (N, K) categorical prior over each new document's topic, a potential on
+                every token's topic as in training.
+            modalities: bags of words (counts or word distributions) of the new documents on any
+                subset of the modality ports; a modality not given contributes no tokens. Each
+                document is scaled to the tokens the module uses for its own (``tokens``,
+                ``weights``).
+
+        The new documents are folded in (:func:`fold_in`): Gibbs sampling of their token topics
+        with each topic's word distributions fixed at their posterior mean (``topic_word_``),
+        from a fresh stream seeded from the module's seed and update count, so infer is
+        repeatable and leaves the training stream as it was. Port ``c`` then sends what
+        :meth:`publish` sends for a document: its topic proportions (without the prior), or, once
+        joined to a shared category, :meth:`category_likelihood` of the new document (closed
+        form: how well each topic alone explains its tokens, with the evidence weight). Each
+        modality port sends ``P(w | d) = sum_k topic_posterior[d, k] phi_{k, w}`` with
+        ``topic_posterior ∝ topic proportions x prior``, as in training.
+        """
+        if self.topic_posterior_ is None:
+            raise DataError(f"{self._who()}: nothing learned yet; infer needs a first update")
+        if not modalities:
+            raise DataError(f"{self._who()}: infer needs the new documents' bags of words on at least one "
+                            f"of the ports {list(self.modalities)}, not only a prior on 'c'")
+        counts = self._scaled_counts(modalities)
+        phi = torch.cat([self.topic_word_[m].to(torch.float64) for m in self.modalities], 1)  # (K, V_total)
+        prior = None if c is None else c.probs.to(torch.float64)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name + ":infer"))
+        proportions = fold_in(counts, phi.T, alpha=self.alpha, sweeps=self.INFER_SWEEPS,
+                              burn_in=self.INFER_BURN_IN, generator=generator, doc_prior=prior)
+        posterior = proportions if prior is None else proportions * prior
+        posterior = posterior / posterior.sum(1, keepdim=True).clamp_min(_NONZERO)
+        if self.category_weight_ is None:
+            out = {"c": Categorical(proportions.float())}
+        else:
+            out = {"c": Categorical(torch.softmax(self._topic_log_likelihood(counts), 1).float())}
+        offset = 0
+        for m in self.modalities:
+            words = posterior @ phi[:, offset:offset + self.vocab_sizes[m]]
+            offset += self.vocab_sizes[m]
+            out[m] = Categorical((words / words.sum(1, keepdim=True)).float())
+        return out
+
+    def _categories(self, given, inferred):
+        """The category of each new document, as :meth:`predict` reads it for the module's own:
+        the argmax of the topic proportions times the prior ``c`` when one is given, or once
+        joined of the single-topic reading with the prior once per token
+        (:meth:`category_posterior`)."""
+        if given.get("c") is None:
+            return inferred["c"].probs.argmax(1)
+        prior = self._incoming("c", given["c"]).probs.to(torch.float64)
+        if self.category_weight_ is None:
+            return (inferred["c"].probs.to(torch.float64) * prior).argmax(1)
+        counts = self._scaled_counts({m: self._incoming(m, given[m]) for m in self.modalities
+                                      if given.get(m) is not None})
+        log_post = (self._topic_log_likelihood(counts)
+                    + counts.sum(1, keepdim=True).to(torch.float64) * prior.clamp_min(_LOG_FLOOR).log())
+        return log_post.argmax(1)
 
     def log_joint(self) -> float:
         """The collapsed log joint ``log p(w, z)`` of the current tokens and topics (theta and
