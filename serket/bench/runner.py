@@ -194,9 +194,11 @@ def _held_out_table(runs: dict, summary: dict, held_out_line: str | None) -> lis
             keys += [k for k in r.get("held_out", {}) if k not in keys]
     if not keys:
         return []
-    lines = ["", held_out_line or "held-out items", "",
-             "| configuration | " + " | ".join(f"{k} held-out accuracy (%)" for k in keys) + " |",
-             "|---" * (1 + len(keys)) + "|"]
+    # each node's columns together: from everything given first, then from one observation alone
+    nodes = list(dict.fromkeys(k.split(" (")[0] for k in keys))
+    keys.sort(key=lambda k: (nodes.index(k.split(" (")[0]), " (" in k))
+    lines = ["", f"held-out accuracy (%): {held_out_line or 'items never seen in training'}", "",
+             "| configuration | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|"]
     for config, rs in runs.items():
         figures = {k: [r["held_out"][k]["accuracy"] for r in rs if k in r.get("held_out", {})] for k in keys}
         summary[config]["held_out"] = {k: v for k, v in figures.items() if v}
