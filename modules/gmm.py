@@ -57,7 +57,7 @@ import torch
 
 from serket.clustering import kmeans_pp_labels, kmeans_pp_start
 from serket.errors import ConfigError, DataError
-from serket.inference import SharedCategory
+from serket.inference import SharedCategory, best_of
 from serket.messages import Categorical, Gaussian, Message, Samples
 from serket.module import Module, Port
 from serket.sampling import gumbel_noise
@@ -366,6 +366,11 @@ class GMM(SharedCategory, Module):
             covariance).
         init: first assignments: ``"kmeans++"`` (k-means++ seeding, nearest centre) or
             ``"random"`` (uniform).
+        restarts: independent starts run whenever an update starts from fresh assignments (the
+            first update, or data with a different number of items), each from its own ``init``
+            and ``sweeps`` sweeps; the one with the highest collapsed log joint
+            :meth:`log_joint` (``log p(x, c)``, an unsupervised criterion: labels never enter)
+            is kept. 1: a single start.
         seed, device: see :class:`serket.module.Module`.
 
     Ports:
@@ -383,7 +388,12 @@ class GMM(SharedCategory, Module):
     ``counts_``, ``sums_``, ``outer_`` (sufficient statistics of the data centred on
     ``mean0_``), ``dead_clusters_`` (empty clusters), ``n_iter_`` (sweeps since the assignments
     were initialised), ``mean0_``, ``scale0_`` (the prior actually used), ``category_weight_``
-    (the evidence weight of a shared category, set by :meth:`category_join`; None until joined).
+    (the evidence weight of a shared category, set by :meth:`category_join`; None until joined),
+    ``restart_log_joints_`` (each start's collapsed log joint when ``restarts > 1`` started
+    afresh, in the order they ran; None otherwise).
+
+    New items (:meth:`infer`): their posterior over the clusters as a new point's collapsed
+    conditional given every learned item's assignment, and the prior they would be sent down.
 
     Example::
 
@@ -396,7 +406,7 @@ class GMM(SharedCategory, Module):
     def __init__(self, name: str, n_clusters: int = 10, dim: int = 10, *, alpha: float = 1.0,
                  kappa0: float = 0.01, nu0: float | None = None, mean0=None, scale0=None,
                  sweeps: int = 50, block_size: int = 256, prior_variance: str = "unit",
-                 init: str = "kmeans++", seed: int = 0, device="cpu"):
+                 init: str = "kmeans++", restarts: int = 1, seed: int = 0, device="cpu"):
         super().__init__(name, seed=seed, device=device)
         n_clusters = check_int(self, "n_clusters", n_clusters, minimum=1)
         dim = check_int(self, "dim", dim, minimum=1)
@@ -407,6 +417,7 @@ class GMM(SharedCategory, Module):
         block_size = check_int(self, "block_size", block_size, minimum=1)
         prior_variance = check_choice(self, "prior_variance", prior_variance, ("unit", "cluster"))
         init = check_choice(self, "init", init, ("kmeans++", "random"))
+        restarts = check_int(self, "restarts", restarts, minimum=1)
         if scale0 is None and not nu0 > dim + 1:
             raise ConfigError(f"GMM {name!r}: nu0 must be > dim + 1 = {dim + 1} for the default scale0 "
                               f"(or pass scale0), got {nu0!r}")
@@ -425,8 +436,10 @@ class GMM(SharedCategory, Module):
         self.block_size = block_size
         self.prior_variance = prior_variance
         self.init = init
+        self.restarts = restarts
         self._clear_learned()
         self.category_weight_ = None  # the evidence weight of a shared category, once joined
+        self.restart_log_joints_: list[float] | None = None
 
     def _as_setting_tensor(self, setting: str, value, wanted: str) -> torch.Tensor:
         try:
@@ -486,9 +499,6 @@ class GMM(SharedCategory, Module):
                                 f"the module was built for dim={self.dim}")
             if not bool(torch.isfinite(values).all()):
                 raise DataError(f"GMM {self.name!r}: data on port 'x' contain NaN or inf")
-            if n < self.n_clusters:
-                raise DataError(f"GMM {self.name!r}: {n} items on port 'x' but {self.n_clusters} "
-                                f"clusters: more clusters than points")
         elif port == "c" and "x" in self.inbox:
             check_items(self, "the prior on port 'c'", message.n_items, "the data on port 'x'",
                         self.inbox["x"].n_items)
@@ -520,6 +530,9 @@ class GMM(SharedCategory, Module):
         if "x" not in self.inbox:
             raise DataError(f"GMM {self.name!r}: no data received on port 'x'")
         x = self.inbox["x"].values
+        if x.shape[0] < self.n_clusters:  # for learning only: infer takes any number of new items
+            raise DataError(f"GMM {self.name!r}: {x.shape[0]} items on port 'x' but {self.n_clusters} "
+                            f"clusters: more clusters than points")
         prior = self.inbox.get("c")
         if prior is not None:
             check_items(self, "the prior on port 'c'", prior.n_items, "the data on port 'x'", x.shape[0])
@@ -598,10 +611,37 @@ class GMM(SharedCategory, Module):
         """Run ``sweeps`` sweeps on the data in the inbox.
 
         The first update (or one whose data have a different number of items) initialises the
-        assignments with ``init``; later ones continue from the current assignments, with the
-        statistics recomputed from whatever data are in the inbox now.
+        assignments with ``init`` (``restarts`` times, the likeliest start kept); later ones
+        continue from the current assignments, with the statistics recomputed from whatever
+        data are in the inbox now.
         """
-        self._run(self.sweeps)
+        if self.restarts > 1 and self._starts_afresh():
+            self._best_of_restarts()
+        else:
+            self._run(self.sweeps)
+
+    def _starts_afresh(self) -> bool:
+        x, _ = self._data_and_prior()
+        return self.assignments_ is None or self.assignments_.shape[0] != x.shape[0]
+
+    def _best_of_restarts(self) -> None:
+        """``restarts`` independent starts, one after the other on the module's stream, keeping
+        the one with the highest collapsed log joint (ties: the earlier). Only the kept start's
+        cluster-collapse warnings are issued."""
+        def start():
+            self._clear_learned()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._run(self.sweeps)
+            # each start initialises new tensors, so the ones kept here stay as this start left them
+            return self.log_joint(), (self._learned(), caught)
+
+        _, (kept, caught), scores = best_of(start for _ in range(self.restarts))
+        for key, value in kept.items():
+            setattr(self, key, value)
+        self.restart_log_joints_ = scores
+        for warning in caught:
+            warnings.warn(warning.message, warning.category, stacklevel=4)
 
     # --- a shared category (see serket.inference.SharedCategory) ---------------------------------
     def category_join(self, port, evidence_weight=1.0):
@@ -659,6 +699,67 @@ class GMM(SharedCategory, Module):
         if self.responsibilities_ is None:
             return None
         return self.responsibilities_.argmax(1)
+
+    def infer(self, x=None, c=None) -> dict[str, Message]:
+        """For new items, from the learned assignments (nothing is learned, nothing drawn).
+
+        ``c``: a new item's posterior over the clusters, computed as the sampler computes a
+        learned item's, from the same per-cluster Normal-Wishart posteriors: the collapsed
+        conditional of a new point joining the learned items,
+        ``P(c = k | x) ∝ (n_k + alpha/K) t(x | m_k, S_k, kappa_k, nu_k)`` (the Student-t
+        predictive of the module docstring, with every learned item's current assignment
+        counted, as the statistics ``counts_``, ``sums_``, ``outer_`` hold them). Like the
+        training message it leaves out any prior on ``c``. Without ``x`` (a prior on ``c``
+        alone, as when generating) it is the weights' predictive ``(n_k + alpha/K) / (N + alpha)``.
+
+        ``x``: the prior the item would be sent down, ``N(means_[k], var)`` with ``var`` as in
+        :meth:`publish`, for its most probable cluster ``k`` given ``x`` *and* the prior ``c``
+        when one is given (training sends the mean of a cluster drawn from that posterior).
+
+        A prior on ``c`` (a Categorical per new item) thus multiplies the posterior that chooses
+        the cluster sent down on ``x``, and :meth:`predict` with ``c`` given returns the argmax
+        of that product, as :meth:`predict` on the learned items includes their received prior.
+
+        On the items it learned from, ``c`` is close to but not the same as the training
+        message ``data_responsibilities_``: that one is each item's conditional when it was
+        drawn in the final sweep (without the item itself, with the other items' assignments of
+        that moment), this one counts every final assignment, the item's own included.
+        """
+        own, full = self._new_item_log_posteriors(x, c)
+        dtype = x.values.dtype if x is not None else (
+            self.inbox["x"].values.dtype if "x" in self.inbox else torch.float32)
+        cluster = full.argmax(1)
+        mean = self.means_[cluster].to(dtype)
+        if self.prior_variance == "unit":
+            var = torch.ones_like(mean)
+        else:
+            var = self.covariances_.diagonal(dim1=1, dim2=2)[cluster].to(dtype)
+        return {"c": Categorical(torch.softmax(own, 1).float()), "x": Gaussian(mean, var)}
+
+    def _new_item_log_posteriors(self, x, c):
+        """Unnormalised float64 ``log P(c | x)`` of new items without and with the prior ``c``:
+        (M, K) each (``x``: Samples or None, ``c``: Categorical or None, not both None)."""
+        if self.counts_ is None:
+            raise DataError(f"GMM {self.name!r}: infer needs a learned mixture, but the module has "
+                            f"not learned yet (update it first)")
+        counts = self.counts_.to(_DTYPE)
+        log_weight = torch.log(counts + self.alpha / self.n_clusters)
+        if x is not None:
+            post = normal_wishart_posterior(self._prior(), counts, self.sums_, self.outer_)
+            own = log_weight + student_t_log_predictive(x.values.to(_DTYPE) - self.mean0_, post)
+        else:
+            own = log_weight.expand(c.n_items, -1)
+        # the prior's log as the sampler takes it (a zero probability rules a cluster out)
+        full = own if c is None else own + torch.log(c.probs.to(_DTYPE))
+        return own, full
+
+    def _categories(self, given, inferred):
+        """The cluster of each new item: the argmax of ``P(c | x)`` times the prior on ``c``
+        when one is given (as :meth:`predict` includes the received prior), the cluster whose
+        mean :meth:`infer` sends on ``x``."""
+        given = {port: self._incoming(port, m) for port, m in given.items() if m is not None}
+        with torch.no_grad():
+            return self._new_item_log_posteriors(given.get("x"), given.get("c"))[1].argmax(1)
 
     def log_joint(self) -> float:
         """The collapsed log joint ``log p(x, c)`` of the data and current assignments (weights,

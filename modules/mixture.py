@@ -72,8 +72,11 @@ class MixturePrior(SharedCategory, JointTraining, Module):
         n_clusters: K components.
         dim: D, the latent's width.
         em_iterations: EM iterations per :meth:`update`.
-        restarts: fresh k-means++ starts tried in every update beside the current parameters;
-            the fit with the highest log-likelihood is kept.
+        restarts: fresh k-means++ starts tried in every update (and in every joint round's refit)
+            beside the current parameters, each run for ``em_iterations`` of EM; the fit with
+            the highest mean log-likelihood of the latent, ``mean_i log p(x_i)`` under the
+            mixture (the prior on ``c`` folded into the weights), is kept: an unsupervised
+            criterion, labels never enter.
         min_var: floor on every component variance.
         lr: Adam's learning rate for joint training.
         prior_variance: ``"cluster"`` or ``"unit"``: the variance sent down on ``x``.
@@ -83,10 +86,14 @@ class MixturePrior(SharedCategory, JointTraining, Module):
     the prior on ``c``, ``log_likelihood_`` (each update's mean log p(x)) and
     ``category_weight_`` (the evidence weight of a joint category fit it joined, else None).
 
+    New items (:meth:`infer`): their posterior over the components, computed as the training
+    message is, and the prior they would be sent down.
+
     Example::
 
         prior = MixturePrior("gmm", n_clusters=10, dim=10).fit(x=latent)
         prior.predict()                           # (N,) component of each item
+        prior.predict(x=new_latent)               # (M,) component of each new item
     """
 
     def __init__(self, name: str, n_clusters: int = 10, dim: int = 10, *, em_iterations: int = 100,
@@ -119,15 +126,13 @@ class MixturePrior(SharedCategory, JointTraining, Module):
                       doc="component: a prior in, P(c_i | x_i) out"),
         }
 
-    def _check_input(self, port: str, message: Message) -> None:
-        if port == "x" and message.values.shape[0] < self.n_clusters:
-            raise DataError(f"MixturePrior {self.name!r}: {message.values.shape[0]} items on port 'x' "
-                            f"cannot fill {self.n_clusters} components")
-
     def _data(self) -> torch.Tensor:
         if "x" not in self.inbox:
             raise DataError(f"MixturePrior {self.name!r}: no data received on port 'x'")
         x = self.inbox["x"].values
+        if x.shape[0] < self.n_clusters:  # for learning only: infer takes any number of new items
+            raise DataError(f"MixturePrior {self.name!r}: {x.shape[0]} items on port 'x' "
+                            f"cannot fill {self.n_clusters} components")
         prior = self.inbox.get("c")
         if prior is not None:
             check_items(self, "the prior on 'c'", prior.n_items, "'x'", x.shape[0])
@@ -300,6 +305,42 @@ class MixturePrior(SharedCategory, JointTraining, Module):
         if prior is not None and prior.n_items == log_r.shape[0]:
             log_r = log_r + prior.probs.clamp_min(_PROB_FLOOR).log()
         return log_r.argmax(1)
+
+    def infer(self, x=None, c=None) -> dict[str, Message]:
+        """For new items, from the learned parameters (nothing is learned).
+
+        ``c``: each new item's posterior over the components, ``P(c = k | x) ∝ pi_k
+        N(x | means_k, diag(var_k))``, exactly as the training message is computed for the
+        learned items (the mixing weights ``softmax(logits)``, without any prior on ``c``);
+        without ``x`` (a prior on ``c`` alone, as when generating), the weights ``pi``.
+
+        ``x``: the prior the item would be sent down, ``N(means[k], var)`` with ``var`` as in
+        :meth:`publish`, for its most probable component ``k`` given ``x`` *and* the prior ``c``
+        when one is given (the category :meth:`predict` gives it). Without a prior this is the
+        component :meth:`publish` picks for a learned item; :meth:`publish` itself leaves the
+        received prior out of that choice.
+
+        A prior on ``c`` (a Categorical per new item) thus multiplies the posterior, as
+        :meth:`predict` does on the learned items; :meth:`predict` with ``c`` given returns the
+        argmax of that product (the protocol's rule for a category message and a given prior).
+        """
+        if not bool(self.initialised):
+            raise DataError(f"MixturePrior {self.name!r}: infer needs fitted components, but the module "
+                            f"has not learned yet (update it first)")
+        log_pi = torch.log_softmax(self.logits, 0)
+        if x is not None:
+            _, joint = diagonal_mixture_log_density(x.values, self.means, self._log_var(), log_pi)
+            posterior = torch.softmax(joint, 1)
+        else:
+            posterior = torch.softmax(log_pi, 0).expand(c.n_items, -1).contiguous()
+        # the component predict() would give: the prior multiplied in, both floored as there
+        log_post = posterior.clamp_min(_PROB_FLOOR).log()
+        if c is not None:
+            log_post = log_post + c.probs.clamp_min(_PROB_FLOOR).log()
+        best = log_post.argmax(1)
+        mean = self.means[best]
+        var = torch.ones_like(mean) if self.prior_variance == "unit" else self._log_var().exp()[best]
+        return {"c": Categorical(posterior), "x": Gaussian(mean, var)}
 
     def log_likelihood(self) -> float:
         """Mean log p(x) of the latest data under the current parameters (an unsupervised score)."""

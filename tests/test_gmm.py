@@ -358,3 +358,86 @@ def test_messages_new_data_and_device_moves():
     gmm.to("cpu")
     assert gmm.assignments_.device.type == "cpu"
     assert "n_clusters=2" in repr(gmm) and "prior_variance='cluster'" in repr(gmm)
+
+
+# --- 7. restarts: independent starts in the first update, the likeliest kept ---------------------
+def _uneven_blobs():
+    # four well separated blobs of very different sizes: from k-means++ seeds and two sweeps a
+    # single start often splits the big blob and merges two small ones
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0]])
+    sizes = (200, 40, 40, 20)
+    x = torch.cat([torch.randn(n, 2, generator=gen) * 0.7 + c for n, c in zip(sizes, centres)])
+    return x, torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+
+
+def test_restarts_keep_the_start_with_the_highest_collapsed_log_joint():
+    x, labels = _uneven_blobs()
+    improved = 0
+    for seed in range(8):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ClusterCollapseWarning)
+            single = GMM("gmm", n_clusters=4, dim=2, sweeps=2, seed=seed).fit(x)
+            several = GMM("gmm", n_clusters=4, dim=2, sweeps=2, seed=seed, restarts=4).fit(x)
+        scores = several.restart_log_joints_
+        assert single.restart_log_joints_ is None and len(scores) == 4
+        # the first start draws from the same stream as the single one: the same chain
+        assert scores[0] == single.log_joint()
+        # best_of honoured: the state kept is the argmax start's (its criterion recomputed from
+        # the kept assignments), and never worse than the single start
+        assert several.log_joint() == max(scores) == scores[int(np.argmax(scores))]
+        assert several.log_joint() >= single.log_joint()
+        # the kept state is consistent with itself: statistics and messages from the kept chain
+        counts, _, _ = sufficient_statistics(x.double() - several.mean0_, several.assignments_, 4)
+        assert torch.equal(several.counts_, counts.long())
+        assert torch.equal(several.publish()["x"].mean, several.means_[several.assignments_].float())
+        improved += several.log_joint() > single.log_joint()
+    assert improved >= 1  # a problem where single starts do get stuck, so restarts are tested
+
+
+def test_restarts_run_only_when_an_update_starts_afresh():
+    x, _ = _uneven_blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClusterCollapseWarning)
+        gmm = GMM("gmm", n_clusters=4, dim=2, sweeps=2, seed=1, restarts=3).fit(x)
+        first = list(gmm.restart_log_joints_)
+        kept = gmm.assignments_.clone()
+        twin = GMM("gmm", n_clusters=4, dim=2, sweeps=2, seed=1, restarts=3).fit(x)
+        assert torch.equal(twin.assignments_, kept) and twin.restart_log_joints_ == first  # seeded
+        gmm.update()  # continues the kept chain: one chain, no new starts
+        assert gmm.restart_log_joints_ == first and gmm.n_iter_ == 4
+        twin.restarts = 1  # the same continuation, as a single-start module would run it
+        twin.update()
+        assert torch.equal(gmm.assignments_, twin.assignments_)
+        gmm.fit(x[:150])  # a different number of items starts afresh: restarts again
+    assert len(gmm.restart_log_joints_) == 3 and gmm.restart_log_joints_ != first and gmm.n_iter_ == 2
+
+
+def test_restarts_setting_is_checked_printed_and_conforms():
+    from serket.errors import ConfigError
+    from serket.testing import check_module
+
+    assert settings(GMM("gmm"))["restarts"] == 1 and "restarts=3" in repr(GMM("gmm", restarts=3))
+    with pytest.raises(ConfigError, match="GMM 'gmm'.*restarts"):
+        GMM("gmm", restarts=0)
+    x, _ = _uneven_blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClusterCollapseWarning)
+        check_module(lambda: GMM("gmm", n_clusters=4, dim=2, sweeps=2, restarts=3, seed=2), {"x": Samples(x)})
+
+
+def test_only_the_kept_starts_collapse_warnings_are_issued():
+    x = _two_blobs(n=40, seed=8)
+    kwargs = dict(n_clusters=6, dim=2, sweeps=40, init="random", seed=0)
+
+    def collapse_warnings(restarts):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gmm = GMM("gmm", restarts=restarts, **kwargs).fit(x)
+        return gmm, [w for w in caught if issubclass(w.category, ClusterCollapseWarning)]
+
+    gmm, several = collapse_warnings(3)
+    _, single = collapse_warnings(1)
+    # one warning, from the kept start, pointing where a single start's points (the caller of update)
+    assert len(several) == 1 == len(single) and bool(gmm.dead_clusters_)
+    assert (several[0].filename, several[0].lineno) == (single[0].filename, single[0].lineno)
