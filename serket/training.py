@@ -215,10 +215,12 @@ class JointTrainer(AlternateTrainer):
     Each round: they receive the latest messages and run
     :meth:`~serket.module.JointTraining.joint_begin`; ``epochs`` passes of minibatches, each a
     forward pass through those modules children-first, one backward pass through the sum of
-    their losses, and a step of every module's ``joint_optimizer()``; then
-    :meth:`~serket.module.JointTraining.joint_end`, the round is counted as one update of each
-    (``n_updates``), their messages are published, and the other nodes of the schedule step in
-    their order.
+    their losses, and a step of every module's ``joint_optimizer()``; then, children first, each
+    receives what the modules below it have just published (this round's latent),
+    :meth:`~serket.module.JointTraining.joint_end` runs, the round is counted as one update of
+    it (``n_updates``) and its messages are published; so what an upper module sends, and the
+    categories the metrics read, come from this round's latent. Then the other nodes of the
+    schedule step in their order.
     """
 
     def __init__(self, graph: Graph, *, rounds: int, epochs: int = 1, batch_size: int = 500,
@@ -303,6 +305,10 @@ class JointTrainer(AlternateTrainer):
                 for opt in optimizers:
                     opt.step()
         for name, module in modules.items():
+            # children end first and store what they publish; each module then receives it
+            # before its own joint_end, so what it sends next (and its predictions, which the
+            # metrics read) comes from this round's latent, not the one the round began with
+            graph.deliver(name)
             module.joint_end()
             module.n_updates += 1  # a joint round is one update of each module in it
             graph.store(name)

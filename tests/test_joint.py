@@ -115,6 +115,32 @@ def test_one_flag_switches_a_graph_between_alternate_and_joint():
             assert graph.node("vae").n_updates == 3
 
 
+def test_after_a_joint_round_the_mixture_speaks_for_the_latent_published_in_that_round():
+    # the trainer's metrics and the mixture's messages after a joint round must come from the
+    # latent the VAE published at the end of that round, not from the one the mixture received
+    # before it (which the round's gradient steps have since moved)
+    from serket.metrics import clustering_report
+
+    labels = torch.arange(60) % 3
+    graph = _vae_graph(MixturePrior, em_iterations=5)
+    gmm = graph.node("gmm")
+    checked = []
+
+    def check(trainer, record):
+        latent = graph.messages()[("gmm", "vae")]["up"]  # what the VAE published this round
+        fresh = gmm.infer(x=latent)
+        predicted = gmm.predict(x=latent)
+        checked.append((record["mode"], torch.equal(gmm.predict(), predicted),
+                        torch.equal(gmm.publish()["c"].probs, fresh["c"].probs),
+                        torch.equal(gmm.publish()["x"].mean, fresh["x"].mean),
+                        record["metrics"]["gmm"] == clustering_report(labels, predicted)))
+
+    train(graph, 4, mode="joint", warmup=1, epochs=3, batch_size=20, progress=False, labels=labels,
+          callbacks=[check])
+    assert [c[0] for c in checked] == ["alternate", "joint", "joint", "joint"]
+    assert all(all(c[1:]) for c in checked), checked
+
+
 def test_joint_training_resumes_exactly(tmp_path):
     def run(rounds, directory):
         graph = _vae_graph(MixturePrior, em_iterations=5)
