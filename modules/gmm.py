@@ -757,7 +757,6 @@ class GMM(SharedCategory, Module):
         """The cluster of each new item: the argmax of ``P(c | x)`` times the prior on ``c``
         when one is given (as :meth:`predict` includes the received prior), the cluster whose
         mean :meth:`infer` sends on ``x``."""
-        given = {port: self._incoming(port, m) for port, m in given.items() if m is not None}
         with torch.no_grad():
             return self._new_item_log_posteriors(given.get("x"), given.get("c"))[1].argmax(1)
 

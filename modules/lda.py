@@ -892,11 +892,10 @@ class LDA(SharedCategory, Module):
         (:meth:`category_posterior`)."""
         if given.get("c") is None:
             return inferred["c"].probs.argmax(1)
-        prior = self._incoming("c", given["c"]).probs.to(torch.float64)
+        prior = given["c"].probs.to(torch.float64)
         if self.category_weight_ is None:
             return (inferred["c"].probs.to(torch.float64) * prior).argmax(1)
-        counts = self._scaled_counts({m: self._incoming(m, given[m]) for m in self.modalities
-                                      if given.get(m) is not None})
+        counts = self._scaled_counts({m: given[m] for m in self.modalities if given.get(m) is not None})
         log_post = (self._topic_log_likelihood(counts)
                     + counts.sum(1, keepdim=True).to(torch.float64) * prior.clamp_min(_LOG_FLOOR).log())
         return log_post.argmax(1)

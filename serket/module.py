@@ -274,10 +274,13 @@ class Node:
         return self._predict_new(messages) if messages else None
 
     def _predict_new(self, messages: dict) -> torch.Tensor | None:
-        return self._categories(messages, self.infer(**messages))
+        inferred = self.infer(**messages)  # checks the messages (and names bad ones) first
+        given = {port: self._incoming(port, m) for port, m in messages.items() if m is not None}
+        return self._categories(given, inferred)
 
     def _categories(self, given: dict, inferred: dict[str, Message]) -> torch.Tensor | None:
-        """The category of each new item from what :meth:`infer` returned: the argmax of the
+        """The category of each new item from the messages given (checked, on the node's
+        device) and what :meth:`infer` returned for them: the argmax of the
         first categorical message it sent, times the prior given on the same port if one was
         (a module's category message leaves its received prior out, as in training); ``None``
         without a categorical message."""

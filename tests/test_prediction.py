@@ -53,6 +53,10 @@ def test_infer_on_new_items_is_the_closed_form_and_learns_nothing(tied):
     out = left.infer(x=new)
     torch.testing.assert_close(out["c"].probs, _soft_kmeans_posterior(new, left.centres_))
     assert torch.equal(left.predict(x=new), _soft_kmeans_posterior(new, left.centres_).argmax(1))
+    # a prior on the category port (a plain tensor is fine) multiplies the module's posterior
+    prior = torch.softmax(torch.randn(7, 4, generator=torch.Generator().manual_seed(0)) * 3, 1)
+    expected = (_soft_kmeans_posterior(new, left.centres_).log() + prior.log()).argmax(1)
+    assert torch.equal(left.predict(x=new, c=prior), expected)
     for key, value in before.items():
         assert torch.equal(getattr(left, key), value), key
     assert left.inbox == inbox and left.n_updates == 4
@@ -150,3 +154,62 @@ def test_a_model_file_is_verified_before_anything_is_loaded(tied, tmp_path, load
         load_model(tmp_path / "other.model")
     loaded = load_model(path, classes=[example.SoftKMeans])
     assert torch.equal(loaded.predict({"first": first})["left"], graph.predict({"first": first})["left"])
+
+
+def test_neuro_serket_on_held_out_pairs_saved_and_loaded_in_a_fresh_process(tmp_path):
+    """The library's own architecture, trained briefly on real pairs: a saved model predicts the
+    held-out items identically in another process from speech alone, images alone and both, and
+    speech alone generates images that are the VAE's decodings of GMM component means."""
+    from serket.audio import speech_sequences
+    from serket.datasets import load_mnist_subset, load_speech, pair_by_digit
+    from serket.graphs.neuro_serket import SCHEDULE, build_neuro_serket
+    from serket.messages import Gaussian
+    from serket.training import AlternateTrainer
+
+    digits = load_speech("auto")
+    test = digits.test_mask()
+
+    def pairs(split, utterances, per_class):
+        x, y = load_mnist_subset(per_class=per_class, seed=0, split=split)
+        images_idx, speech_idx = pair_by_digit(y, utterances.labels, seed=0)
+        picked = utterances.subset(speech_idx)
+        return x[images_idx], speech_sequences(picked.waveforms, picked.rate, picked.speakers), y[images_idx]
+
+    images, speech, labels = pairs("train", digits.subset(~test), 15)
+    new_images, new_speech, new_labels = pairs("test", digits.subset(test), 5)
+    graph = build_neuro_serket(images, speech, seed=0, n_units=16, vae={"epochs": 2, "first_epochs": 3},
+                               gmm={"sweeps": 5}, asr={"n_best": 5}, lda={"sweeps": 10},
+                               combiner={"evidence_weight": {"lda": 0.08}, "prior_exponent": {"lda": 0.01}})
+    AlternateTrainer(graph, rounds=2, schedule=SCHEDULE, labels=labels, progress=False).run()
+
+    subsets = {"speech": {"speech": new_speech}, "images": {"images": new_images},
+               "both": {"images": new_images, "speech": new_speech}}
+    expected = {name: graph.predict(data) for name, data in subsets.items()}
+    assert set(expected["speech"]) == {"lda", "category"} and set(expected["images"]) == {"gmm", "category"}
+    assert set(expected["both"]) == {"gmm", "lda", "category"}
+    generated = graph.generate({"speech": new_speech}, "images").values
+    vae, gmm = graph.node("vae"), graph.node("gmm")
+    decodings = vae.infer(z=Gaussian(gmm.means_.float(), torch.ones_like(gmm.means_).float()))["x"].values
+    difference = (generated[:, None] - decodings[None]).abs().amax(-1)  # (items, components)
+    assert generated.shape == (new_labels.numel(), 784) and float(difference.min(1).values.max()) < 1e-5
+    assert len({int(i) for i in difference.argmin(1)}) > 1
+
+    path = save_model(graph, tmp_path / "neuro_serket.model")
+    torch.save({"subsets": subsets, "expected": expected, "generated": generated}, tmp_path / "data.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        import serket
+        from serket.model import load_model
+        data = torch.load({str(tmp_path / "data.pt")!r}, weights_only=False)
+        graph = load_model({str(path)!r})
+        for name, subset in data["subsets"].items():
+            got = graph.predict(subset)
+            assert set(got) == set(data["expected"][name]), name
+            for node, categories in data["expected"][name].items():
+                assert torch.equal(got[node], categories), (name, node)
+        assert torch.equal(graph.generate({{"speech": data["subsets"]["speech"]["speech"]}}, "images").values,
+                           data["generated"])
+        print("identical")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "identical" in done.stdout, done.stderr[-3000:]
