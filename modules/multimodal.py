@@ -6,10 +6,11 @@ mixture's component) or N(0, I) when none has arrived. They differ in inference:
 
 * :class:`MVAE` (Wu & Goodman, 2018): q(z | x_S) for any subset S of modalities is the product
   of Gaussian experts — a prior expert N(0, I) and one expert q_m(z | x_m) per present modality.
-  Its objective sums the ELBO of the joint posterior and of each single modality's posterior
-  (each reconstructing the modalities it saw); a per-item ``mask`` (port ``mask``, (N, M) of
-  0/1) marks missing modalities, whose experts and terms drop out — so it trains on
-  incomplete items.
+  Its objective sums the ELBO of the posterior of every non-empty subset of the modalities,
+  each reconstructing every modality present for the item (or, with ``reconstruct="subset"``,
+  only the subset's own, as in the paper); a per-item ``mask`` (port ``mask``, (N, M) of 0/1)
+  marks missing modalities, whose experts and terms drop out — so it trains on incomplete
+  items.
 * :class:`JMVAE` (JMVAE-kl, Suzuki et al., 2016): a joint encoder q(z | x_1..x_M) on all the
   modalities and one unimodal encoder per modality. The objective is the joint ELBO plus
   ``alpha * sum_m KL(q(z | x_all) || q(z | x_m))``, which pulls each unimodal encoder toward
@@ -31,6 +32,7 @@ Trained alternately (:meth:`update`: epochs of Adam on the fixed prior message) 
 
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import torch
@@ -371,13 +373,36 @@ class _MultimodalVAE(JointTraining, Module):
 class MVAE(_MultimodalVAE):
     """Multimodal VAE with a product-of-experts posterior (see the module docstring).
 
+    Its objective has one ELBO per non-empty subset S of the modalities (``2**M - 1`` terms:
+    the joint one and, with two modalities, one per modality), each with q(z | x_S), the
+    product of the prior expert and the experts of S. An expert is trained only by the terms
+    whose subset holds it, so every subset that inference may be asked about is trained: with
+    three modalities, the pairs as well as the single ones. A term counts for an item when
+    every modality of its subset is present there.
+
+    What each subset's posterior reconstructs (``reconstruct``):
+
+    * ``"present"`` (default): every modality present for the item. Each term is then an ELBO
+      of the item's whole likelihood, ``E_q(z | x_S)[sum_m log p(x_m | z)] - KL(q(z | x_S) ||
+      p(z))`` (any q gives a lower bound), so one modality's posterior must place its item where
+      the other modalities can be generated from: the modalities teach each other, and a single
+      modality infers the latent the whole item would have.
+    * ``"subset"``: only the modalities of S (the sub-sampled ELBOs of Wu & Goodman, 2018).
+      A modality whose expert is slower to become informative than another's can then stay
+      uninformative: the joint term hardly trains it (its share of the product's precision is
+      small) and its own term asks only for its own reconstruction.
+
     Args:
         name: node name.
         modalities: ``{name: width}``, e.g. ``{"image": 784, "speech": 195}``.
+        reconstruct: ``"present"`` or ``"subset"`` (above).
         likelihoods: ``{name: "bernoulli" | "gaussian"}`` (default gaussian).
         weights: reconstruction weight per modality (default 1).
         z_dim, hidden: latent width and MLP hidden widths (encoders and decoders mirror).
-        epochs, first_epochs, batch_size, lr: Adam training per alternate update.
+        epochs, first_epochs, batch_size, lr: Adam training per alternate update. The default
+            minibatch of 100 gives an epoch enough steps for every expert to become
+            informative before the prior terms reach their full weight (an expert still
+            uninformative then tends to stay so: its posterior is the prior's).
         kl_weight: weight of the prior terms.
         kl_anneal: epochs over which the prior terms' weight rises linearly from 0 to 1 in the
             first update (KL annealing, as in the MVAE paper; 0: off).
@@ -394,6 +419,15 @@ class MVAE(_MultimodalVAE):
         mvae.cross_generate({"speech": features[:8]}, "image")   # (8, 784) pixel probabilities
     """
 
+    def __init__(self, name: str, modalities: dict, *, reconstruct: str = "present", likelihoods: dict | None = None,
+                 weights: dict | None = None, z_dim: int = 10, hidden=(512, 256), epochs: int = 20,
+                 first_epochs: int | None = None, batch_size: int = 100, lr: float = 1e-3,
+                 kl_weight: float = 1.0, kl_anneal: int = 0, send: str = "mean", seed: int = 0, device="cpu"):
+        self.reconstruct = check_choice(f"MVAE {name!r}", "reconstruct", reconstruct, ("present", "subset"))
+        super().__init__(name, modalities, likelihoods=likelihoods, weights=weights, z_dim=z_dim, hidden=hidden,
+                         epochs=epochs, first_epochs=first_epochs, batch_size=batch_size, lr=lr,
+                         kl_weight=kl_weight, kl_anneal=kl_anneal, send=send, seed=seed, device=device)
+
     def posterior(self, batch, mask=None):
         self._check_batch(batch)
         b = next(iter(batch.values())).shape[0]
@@ -403,13 +437,18 @@ class MVAE(_MultimodalVAE):
         mean, var = product_of_gaussians(means, variances, zeros[:1], torch.ones_like(zeros[:1]))
         return mean, var.log()
 
+    def subsets(self) -> list[tuple[str, ...]]:
+        """The proper non-empty subsets of the modalities whose ELBOs the objective holds beside
+        the joint one: by size, then in the module's order of modalities."""
+        return [s for k in range(1, len(self.names)) for s in itertools.combinations(self.names, k)]
+
     def _terms(self, batch, mask):
         terms = [("joint", *self.posterior(batch, mask), self.names, torch.ones(mask.shape[0], device=mask.device))]
-        if len(self.names) > 1:
-            for m in self.names:
-                present = mask[:, self.names.index(m)]
-                mu, logvar = self.posterior({m: batch[m]}, mask)
-                terms.append((m, mu, logvar, [m], present))
+        for subset in self.subsets():
+            present = mask[:, [self.names.index(m) for m in subset]].prod(1)
+            mu, logvar = self.posterior({m: batch[m] for m in subset}, mask)
+            targets = self.names if self.reconstruct == "present" else list(subset)
+            terms.append(("+".join(subset), mu, logvar, targets, present))
         return terms, {}
 
 
