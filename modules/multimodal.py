@@ -149,15 +149,19 @@ class _MultimodalVAE(JointTraining, Module):
         """For new items: ``{"z": Samples}``, the latent the module would publish for them
         (posterior means, or one draw with ``send="sample"``), computed from the modalities
         given, any subset, and an optional per-item ``mask`` (width M, in the module's order of
-        modalities) marking which of them each item has. The prior on ``z`` does not enter the
-        encoders' posterior, so it is not an input here. A draw comes from a fresh stream
-        seeded from the module's seed and update count, so infer is repeatable and leaves the
-        training stream as it was."""
-        if "z" in messages:
-            raise DataError(f"{self._who()}: infer computes 'z' from the modalities; give some of "
-                            f"{self.names} (and optionally 'mask'), not a prior on 'z'")
+        modalities) marking which of them each item has; and, on the port of each modality not
+        given, its mean generated from the posterior mean (cross-modal generation). The prior on
+        ``z`` does not enter the encoders' posterior: given alone (a Gaussian from the module
+        above), it is what to generate from, and every modality's mean at the Gaussian's mean
+        is returned. A draw comes from a fresh stream seeded from the module's seed and update
+        count, so infer is repeatable and leaves the training stream as it was."""
         if self.latent_ is None:
             raise DataError(f"{self._who()}: nothing learned yet; infer needs a first update")
+        if "z" in messages:
+            if set(messages) != {"z"}:
+                raise DataError(f"{self._who()}: infer computes 'z' from the modalities; give some of "
+                                f"{self.names} (and optionally 'mask'), or a prior on 'z' alone to generate from")
+            return {m: Samples(self.generate(messages["z"].mean, m)) for m in self.names}
         mask = messages.pop("mask", None)
         batch = {m: message.values for m, message in messages.items()}
         if not batch:
@@ -171,11 +175,12 @@ class _MultimodalVAE(JointTraining, Module):
                 raise DataError(f"{self._who()}: the mask marks none of the given modalities {sorted(batch)} "
                                 f"present for item {int(empty[0])}")
         mu, logvar = self.posterior(batch, mask)
+        generated = {m: Samples(self.generate(mu, m)) for m in self.names if m not in batch}
         if self.send == "mean":
-            return {"z": Samples(mu)}
+            return {"z": Samples(mu), **generated}
         generator = torch.Generator(device=self.device)
         generator.manual_seed(derive_seed(self.seed + self.n_updates, self.name + ":infer"))
-        return {"z": Samples(reparameterised_sample(mu, logvar, generator))}
+        return {"z": Samples(reparameterised_sample(mu, logvar, generator)), **generated}
 
     def generate(self, z: torch.Tensor, modality: str) -> torch.Tensor:
         """The mean of p(x_modality | z): pixel probabilities or Gaussian means."""
