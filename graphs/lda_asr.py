@@ -98,8 +98,7 @@ def bench_main(argv=None) -> dict:
         keep = torch.arange(len(digits)) % 10 == 0
         digits = digits.subset(keep.nonzero().squeeze(1))
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
-    held_out = digits.test_mask()
-    digits, held_out_digits = digits.subset(~held_out), digits.subset(held_out)
+    digits, held_out_digits = digits.split()
     data_line = (f"data: {digits.source}, {len(digits)} utterances for training (takes {digits.test_takes} and above), "
                  f"{len(set(digits.speakers))} speakers/voices — {kind}")
     # each set normalised per speaker on its own: nothing of the held-out audio reaches training

@@ -163,15 +163,14 @@ def bench_main(argv=None) -> dict:
     from serket.bench.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
     from serket.bench.runner import parse_benchmark_args, run_benchmark
     from serket.datasets.mnist import load_mnist, load_mnist_subset
-    from serket.datasets.pairing import pair_by_digit
+    from serket.datasets.pairing import held_out_images, pair_by_digit
     from serket.datasets.spoken_digits import load_speech
 
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
-    held_out = digits.test_mask()
-    digits, held_out_digits = digits.subset(~held_out), digits.subset(held_out)
+    digits, held_out_digits = digits.split()
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
                  f"{digits.test_takes} and above")
@@ -205,12 +204,6 @@ def bench_main(argv=None) -> dict:
     coherences: dict[str, dict[int, dict]] = {}
     held_out_coherences: dict[str, dict[int, dict]] = {}
 
-    def held_out_pairs(seed):
-        per_digit = int(torch.bincount(held_out_digits.labels).max())
-        x, y = load_mnist_subset(per_class=per_digit, seed=seed, split="test", data_dir=args.data_dir)
-        images_idx, speech_idx = pair_by_digit(y, held_out_digits.labels, seed=seed)
-        return x[images_idx].to(device), held_out_speech[speech_idx.to(device)], y[images_idx]
-
     def run_one(config, seed, checkpoint_dir):
         model, mode = config.split("-")
         x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
@@ -231,7 +224,9 @@ def bench_main(argv=None) -> dict:
         result.update(labels=labels, images=images.to(device), speech=speech, model=model)
         coherences.setdefault(config, {})[seed] = coherence(node, images.to(device), speech, labels, classifier())
         result["history"][-1]["coherence"] = coherences[config][seed]
-        test_images, test_speech, test_labels = held_out_pairs(seed)
+        test_images, speech_idx, test_labels = held_out_images(held_out_digits.labels, seed=seed,
+                                                               data_dir=args.data_dir)
+        test_images, test_speech = test_images.to(device), held_out_speech[speech_idx.to(device)]
         subsets = {"both": {"images": test_images, "speech": test_speech}, "images only": {"images": test_images},
                    "speech only": {"speech": test_speech}}
         result["held_out"] = held_out_figures(result["graph"], subsets, test_labels,

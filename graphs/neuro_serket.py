@@ -209,7 +209,7 @@ def bench_main(argv=None) -> dict:
     from serket.bench.reporting import plot_confusion, plot_latent
     from serket.bench.runner import parse_benchmark_args, run_benchmark
     from serket.datasets.mnist import load_mnist, load_mnist_subset
-    from serket.datasets.pairing import pair_by_digit
+    from serket.datasets.pairing import held_out_images, pair_by_digit
     from serket.datasets.spoken_digits import load_speech
     from serket.metrics import confusion_matrix
 
@@ -217,8 +217,7 @@ def bench_main(argv=None) -> dict:
     digits = load_speech(args.speech, data_dir=args.data_dir)
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
-    held_out = digits.test_mask()
-    digits, held_out_digits = digits.subset(~held_out), digits.subset(held_out)
+    digits, held_out_digits = digits.split()
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
                  f"{digits.test_takes} and above")
@@ -249,15 +248,10 @@ def bench_main(argv=None) -> dict:
         images_idx, speech_idx = pair_by_digit(y, digits.labels, seed=seed)
         return x[images_idx], sequences.index(speech_idx.to(sequences.device)), y[images_idx]
 
-    def held_out_pairs(seed):
-        per_digit = int(torch.bincount(held_out_digits.labels).max())
-        x, y = load_mnist_subset(per_class=per_digit, seed=seed, split="test", data_dir=args.data_dir)
-        images_idx, speech_idx = pair_by_digit(y, held_out_digits.labels, seed=seed)
-        return (x[images_idx], held_out_sequences.index(speech_idx.to(held_out_sequences.device)),
-                y[images_idx])
-
     def scored(graphs, nodes, labels, seed):
-        images, utterances, held_out_labels = held_out_pairs(seed)
+        images, speech_idx, held_out_labels = held_out_images(held_out_digits.labels, seed=seed,
+                                                              data_dir=args.data_dir)
+        utterances = held_out_sequences.index(speech_idx.to(held_out_sequences.device))
         subsets = {"both": {"images": images, "speech": utterances}, "images only": {"images": images},
                    "speech only": {"speech": utterances}}
         trained = {name: node.predict() for name, node in nodes.items() if name in ("gmm", "lda", "category")}

@@ -213,3 +213,15 @@ def test_neuro_serket_on_held_out_pairs_saved_and_loaded_in_a_fresh_process(tmp_
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "identical" in done.stdout, done.stderr[-3000:]
+
+
+def test_the_held_out_split_and_its_image_pairs():
+    from serket.datasets import held_out_images, load_speech
+
+    training, held_out = load_speech("auto").split()
+    assert (len(training), len(held_out)) == (2700, 300)
+    assert min(training.takes) == 5 and max(held_out.takes) == 4
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    images, utterances, digits = held_out_images(labels, seed=0)
+    assert torch.equal(digits, labels[utterances]) and images.shape == (6, 784)
+    assert sorted(utterances.tolist()) == list(range(6))

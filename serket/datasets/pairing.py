@@ -13,7 +13,7 @@ import torch
 
 from serket.errors import DataError
 
-__all__ = ["PairedDataset", "pair_by_digit"]
+__all__ = ["PairedDataset", "pair_by_digit", "held_out_images"]
 
 
 def pair_by_digit(image_labels: torch.Tensor, speech_labels: torch.Tensor, *, seed: int = 0):
@@ -32,6 +32,18 @@ def pair_by_digit(image_labels: torch.Tensor, speech_labels: torch.Tensor, *, se
         image_idx.append(imgs[:n])
         speech_idx.append(utts[:n])
     return torch.cat(image_idx), torch.cat(speech_idx)
+
+
+def held_out_images(speech_labels: torch.Tensor, *, seed: int = 0, data_dir=None):
+    """MNIST *test* images paired by digit with held-out utterances (their ``speech_labels``):
+    ``(images (N, 784), utterance indices (N,), labels (N,))``, as many images per digit as the
+    utterances have, drawn by ``seed``. The benchmarks score trained graphs on these pairs."""
+    from .mnist import load_mnist_subset
+
+    per_digit = int(torch.bincount(speech_labels).max())
+    x, y = load_mnist_subset(per_class=per_digit, seed=seed, split="test", data_dir=data_dir)
+    images_idx, speech_idx = pair_by_digit(y, speech_labels, seed=seed)
+    return x[images_idx], speech_idx, y[images_idx]
 
 
 class PairedDataset:

@@ -157,6 +157,12 @@ class SpokenDigits:
         digit (for FSDD the official split, takes 0-4: 300 of 3,000)."""
         return torch.tensor([take < self.test_takes for take in self.takes], dtype=torch.bool)
 
+    def split(self) -> tuple[SpokenDigits, SpokenDigits]:
+        """``(training, held_out)``: the utterances outside the test split and those in it
+        (:meth:`test_mask`; for FSDD takes 5-49 and 0-4)."""
+        held_out = self.test_mask()
+        return self.subset(~held_out), self.subset(held_out)
+
     def subset(self, indices) -> SpokenDigits:
         """The utterances at ``indices`` (ints, or a boolean mask of length N), in that order."""
         indices = torch.as_tensor(indices)
