@@ -128,7 +128,7 @@ def bench_main(argv=None) -> dict:
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("separate", "linked"),
                           extra_info={"synthetic": digits.synthetic, "source": digits.source},
-                          held_out_line=f"held-out: the {len(held_out_digits)} utterances of takes "
+                          held_out_line=f"the {len(held_out_digits)} utterances of takes "
                                         f"0-{digits.test_takes - 1}, never seen in training; each topic named "
                                         f"by the digit it was matched to in training")
     for config, by_seed in bench["results"].items():

@@ -174,7 +174,7 @@ def bench_main(argv=None) -> dict:
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
                  f"{digits.test_takes} and above")
-    held_out_line = (f"held-out: MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
+    held_out_line = (f"MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
                      f"({len(held_out_digits)} pairs), never seen in training; each component named by the digit "
                      f"it was matched to on the training pairs")
     device = torch.device(args.device)

@@ -120,7 +120,7 @@ def bench_main(argv=None) -> dict:
                           seeds=args.seeds, run_one=run_one, nodes="gmm", out=out, published=PUBLISHED,
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("separate", "linked"), extra_info={"data_info": info},
-                          held_out_line=f"held-out: {args.held_out_per_class} MNIST test images per digit, never seen "
+                          held_out_line=f"{args.held_out_per_class} MNIST test images per digit, never seen "
                                         f"in training; each cluster named by the digit it was matched to in training")
     for config, by_seed in bench["results"].items():
         seed = args.seeds[-1]

@@ -75,6 +75,18 @@ def test_neuro_serket_benchmark_smoke(tmp_path, capsys, golden_figures):
         assert row in table
     for name in ("results.json", "accuracy_per_round.png", "confusion_full_gmm.png", "latent_full.png", "graph_full.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+    # held-out figures: in results.json under "held_out" for every run, and in the printed table
+    import json
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    full = results["runs"]["full"][0]["held_out"]
+    assert set(full) == {"gmm", "lda", "category", "gmm (images only)", "category (images only)",
+                         "lda (speech only)", "category (speech only)"}
+    assert set(results["runs"]["separate"][0]["held_out"]) == {"gmm", "lda", "gmm (images only)", "lda (speech only)"}
+    assert all(0.0 <= figures["accuracy"] <= 1.0 for figures in full.values())
+    assert "held-out accuracy (%): MNIST test images paired with the utterances of takes 0-4" in table
+    row = next(line for line in lines if line.startswith("| full |") and line.count("|") == 9)
+    assert f"{full['category (speech only)']['accuracy'] * 100:.1f}" in row
 
 
 def test_the_joint_fit_finds_the_four_classes_in_two_rounds():
