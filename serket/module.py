@@ -274,9 +274,45 @@ class Node:
         return self._predict_new(messages) if messages else None
 
     def _predict_new(self, messages: dict) -> torch.Tensor | None:
-        inferred = self.infer(**messages)  # checks the messages (and names bad ones) first
-        given = {port: self._incoming(port, m) for port, m in messages.items() if m is not None}
-        return self._categories(given, inferred)
+        given = self._new_items(messages)
+        return self._categories(given, self._infer_new(given))
+
+    def _new_items(self, messages: dict) -> dict[str, Message]:
+        """New items for :meth:`infer`, converted and checked as by ``receive`` (against each
+        other, not against the inbox, which is left as it was), one number of items on every port."""
+        messages = {port: m for port, m in messages.items() if m is not None}
+        if not messages:
+            raise DataError(f"{self._who()}: infer needs new items on at least one of its ports "
+                            f"{sorted(self.ports())}")
+        learned_inbox, self.inbox = self.inbox, {}
+        try:
+            # _check_input compares a port's items with the other ports' in the inbox: here,
+            # with the other new items given, never with what the node learned from
+            for port, message in messages.items():
+                message = self._incoming(port, message)
+                self._check_input(port, message)
+                self.inbox[port] = message
+            given = self.inbox
+        finally:
+            self.inbox = learned_inbox
+        counts = {port: m.n_items for port, m in given.items()}
+        if len(set(counts.values())) > 1:
+            raise DataError(f"{self._who()}: the new items differ in number between ports: {counts}")
+        return given
+
+    def _infer_new(self, given: dict[str, Message]) -> dict[str, Message]:
+        """The node's own ``infer`` on checked new items (:meth:`_new_items`), without
+        gradients; what it returns must be one message row per new item."""
+        infer = type(self).infer
+        with torch.no_grad():
+            out = getattr(infer, "__wrapped__", infer)(self, **given)
+        n = next(iter(given.values())).n_items
+        for port, message in out.items():
+            if not isinstance(message, Message) or message.n_items != n:
+                raise MessageError(f"{self._who()}: infer returned {type(message).__name__} on port "
+                                   f"{port!r} for {getattr(message, 'n_items', '?')} items; expected a "
+                                   f"Message for each of the {n} new items")
+        return out
 
     def _categories(self, given: dict, inferred: dict[str, Message]) -> torch.Tensor | None:
         """The category of each new item from the messages given (checked, on the node's
@@ -422,38 +458,12 @@ class Node:
 
 
 def _checked_infer(infer):
-    """Wrap a subclass's ``infer``: the messages arrive converted and checked as by ``receive``
-    (against each other, not against the inbox), it runs without gradients, and what it returns
-    is checked: messages with one row per new item. The inbox is left as it was."""
+    """Wrap a subclass's ``infer``: the messages arrive converted and checked
+    (:meth:`Node._new_items`), it runs without gradients, and what it returns is checked
+    (:meth:`Node._infer_new`)."""
     @functools.wraps(infer)
     def checked(self, **messages):
-        messages = {port: m for port, m in messages.items() if m is not None}
-        if not messages:
-            raise DataError(f"{self._who()}: infer needs new items on at least one of its ports "
-                            f"{sorted(self.ports())}")
-        learned_inbox, self.inbox = self.inbox, {}
-        try:
-            # _check_input compares a port's items with the other ports' in the inbox: here,
-            # with the other new items given, never with what the node learned from
-            for port, message in messages.items():
-                message = self._incoming(port, message)
-                self._check_input(port, message)
-                self.inbox[port] = message
-            given = self.inbox
-        finally:
-            self.inbox = learned_inbox
-        counts = {port: m.n_items for port, m in given.items()}
-        if len(set(counts.values())) > 1:
-            raise DataError(f"{self._who()}: the new items differ in number between ports: {counts}")
-        with torch.no_grad():
-            out = infer(self, **given)
-        n = next(iter(counts.values()))
-        for port, message in out.items():
-            if not isinstance(message, Message) or message.n_items != n:
-                raise MessageError(f"{self._who()}: infer returned {type(message).__name__} on port "
-                                   f"{port!r} for {getattr(message, 'n_items', '?')} items; expected a "
-                                   f"Message for each of the {n} new items")
-        return out
+        return self._infer_new(self._new_items(messages))
     checked._serket_wrapped = True
     return checked
 
