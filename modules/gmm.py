@@ -687,12 +687,15 @@ class GMM(SharedCategory, Module):
         if self.assignments_ is None:
             return {}
         dtype = self.inbox["x"].values.dtype if "x" in self.inbox else torch.float32
-        mean = self.means_[self.assignments_].to(dtype)
+        return {"x": self._prior_down(self.assignments_, dtype), "c": Categorical(self.data_responsibilities_)}
+
+    def _prior_down(self, clusters: torch.Tensor, dtype) -> Gaussian:
+        """The prior sent down on ``x`` for items in ``clusters``: their cluster's mean, with unit
+        variance or the cluster's (``prior_variance``)."""
+        mean = self.means_[clusters].to(dtype)
         if self.prior_variance == "unit":
-            var = torch.ones_like(mean)
-        else:
-            var = self.covariances_.diagonal(dim1=1, dim2=2)[self.assignments_].to(dtype)
-        return {"x": Gaussian(mean, var), "c": Categorical(self.data_responsibilities_)}
+            return Gaussian(mean, torch.ones_like(mean))
+        return Gaussian(mean, self.covariances_.diagonal(dim1=1, dim2=2)[clusters].to(dtype))
 
     def predict(self) -> torch.Tensor | None:
         """The most probable cluster of each item (argmax of ``responsibilities_``), (N,) long."""
@@ -728,13 +731,7 @@ class GMM(SharedCategory, Module):
         own, full = self._new_item_log_posteriors(x, c)
         dtype = x.values.dtype if x is not None else (
             self.inbox["x"].values.dtype if "x" in self.inbox else torch.float32)
-        cluster = full.argmax(1)
-        mean = self.means_[cluster].to(dtype)
-        if self.prior_variance == "unit":
-            var = torch.ones_like(mean)
-        else:
-            var = self.covariances_.diagonal(dim1=1, dim2=2)[cluster].to(dtype)
-        return {"c": Categorical(torch.softmax(own, 1).float()), "x": Gaussian(mean, var)}
+        return {"c": Categorical(torch.softmax(own, 1).float()), "x": self._prior_down(full.argmax(1), dtype)}
 
     def _new_item_log_posteriors(self, x, c):
         """Unnormalised float64 ``log P(c | x)`` of new items without and with the prior ``c``:

@@ -772,12 +772,19 @@ class LDA(SharedCategory, Module):
         times the received prior as the sampler applies it, once per token (so a prior sent as the
         ``n``-th root counts once for a document of ``n`` tokens), (D, K). Once joined, it is what
         :meth:`predict` reads."""
-        log_post = self._topic_log_likelihood()
-        prior = self._doc_prior(log_post.shape[0], torch.float64)
+        # (without tokens, the likelihood below says that nothing was learned yet)
+        prior = None if self.token_counts_ is None else self._doc_prior(self.token_counts_.shape[0], torch.float64)
+        return torch.softmax(self._single_topic_log_posterior(None, prior), 1).float()
+
+    def _single_topic_log_posterior(self, counts: torch.Tensor | None, prior: torch.Tensor | None) -> torch.Tensor:
+        """Unnormalised ``log P(c | w_d, prior)`` of the single-topic reading, (D, K) float64: the
+        weighted document log likelihood plus the prior once per token, for the module's own
+        documents (``counts`` None) or the scaled ``counts`` of new ones."""
+        log_post = self._topic_log_likelihood(counts)
         if prior is not None:
-            n_tokens = self.token_counts_.sum(1, keepdim=True).to(torch.float64)
-            log_post = log_post + n_tokens * prior.clamp_min(_LOG_FLOOR).log()
-        return torch.softmax(log_post, 1).float()
+            n_tokens = (self.token_counts_ if counts is None else counts).sum(1, keepdim=True).to(torch.float64)
+            log_post = log_post + n_tokens * prior.to(torch.float64).clamp_min(_LOG_FLOOR).log()
+        return log_post
 
     # --- a shared category (see serket.inference.SharedCategory) ---------------------------------
     def category_join(self, port, evidence_weight=1.0):
@@ -896,9 +903,7 @@ class LDA(SharedCategory, Module):
         if self.category_weight_ is None:
             return (inferred["c"].probs.to(torch.float64) * prior).argmax(1)
         counts = self._scaled_counts({m: given[m] for m in self.modalities if given.get(m) is not None})
-        log_post = (self._topic_log_likelihood(counts)
-                    + counts.sum(1, keepdim=True).to(torch.float64) * prior.clamp_min(_LOG_FLOOR).log())
-        return log_post.argmax(1)
+        return self._single_topic_log_posterior(counts, prior).argmax(1)
 
     def log_joint(self) -> float:
         """The collapsed log joint ``log p(w, z)`` of the current tokens and topics (theta and

@@ -292,10 +292,14 @@ class MixturePrior(SharedCategory, JointTraining, Module):
     def publish(self):
         if self.responsibilities_ is None:
             return {}
-        best = self.responsibilities_.argmax(1)
-        mean = self.means.detach()[best]
-        var = torch.ones_like(mean) if self.prior_variance == "unit" else self._log_var().detach().exp()[best]
-        return {"x": Gaussian(mean, var), "c": Categorical(self.responsibilities_)}
+        return {"x": self._prior_down(self.responsibilities_.argmax(1)), "c": Categorical(self.responsibilities_)}
+
+    def _prior_down(self, components: torch.Tensor) -> Gaussian:
+        """The prior sent down on ``x`` for items in ``components``: the component's mean, with
+        unit variance or the component's (``prior_variance``)."""
+        mean = self.means.detach()[components]
+        var = torch.ones_like(mean) if self.prior_variance == "unit" else self._log_var().detach().exp()[components]
+        return Gaussian(mean, var)
 
     def predict(self):
         if self.responsibilities_ is None:
@@ -337,10 +341,7 @@ class MixturePrior(SharedCategory, JointTraining, Module):
         log_post = posterior.clamp_min(_PROB_FLOOR).log()
         if c is not None:
             log_post = log_post + c.probs.clamp_min(_PROB_FLOOR).log()
-        best = log_post.argmax(1)
-        mean = self.means[best]
-        var = torch.ones_like(mean) if self.prior_variance == "unit" else self._log_var().exp()[best]
-        return {"c": Categorical(posterior), "x": Gaussian(mean, var)}
+        return {"c": Categorical(posterior), "x": self._prior_down(log_post.argmax(1))}
 
     def log_likelihood(self) -> float:
         """Mean log p(x) of the latest data under the current parameters (an unsupervised score)."""
