@@ -83,61 +83,80 @@ def bench_parser():
 PRESETS = {"quick": {"rounds": 2, "sweeps": 10, "units": 16, "n_best": 5, "seeds": lambda args: args.seeds[:1]}}
 
 
-def bench_main(argv=None) -> dict:
-    from serket.audio.features import speech_sequences
-    from serket.bench.drawing import draw_graph
-    from serket.bench.evaluation import held_out_figures
-    from serket.bench.reporting import plot_confusion
-    from serket.bench.runner import parse_benchmark_args, run_benchmark
+def _split_speech(args):
+    """The utterances for training and the held-out ones (with --quick, every tenth of each)."""
     from serket.datasets.spoken_digits import load_speech
-    from serket.metrics import confusion_matrix
 
-    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
     digits = load_speech(args.speech, data_dir=args.data_dir)
     if args.quick:  # every tenth utterance
         keep = torch.arange(len(digits)) % 10 == 0
         digits = digits.subset(keep.nonzero().squeeze(1))
-    kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
-    digits, held_out_digits = digits.split()
-    data_line = (f"data: {digits.source}, {len(digits)} utterances for training (takes {digits.test_takes} and above), "
-                 f"{len(set(digits.speakers))} speakers/voices — {kind}")
-    # each set normalised per speaker on its own: nothing of the held-out audio reaches training
-    sequences = speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device)
-    held_out_sequences = speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
-                                          held_out_digits.speakers, device=args.device)
+    return digits.split()
 
-    def run_one(config, seed, checkpoint_dir):
-        result = run_lda_asr(
-            sequences, digits.labels, rounds=args.rounds, linked=(config == "linked"), seed=seed,
-            device=args.device, checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
-            prefix=f"[{config} seed {seed}] ", n_units=args.units,
-            asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate,
-                 "discriminant": args.discriminant or None},
-            lda={"sweeps": args.sweeps, "chains": args.lda_chains},
-        )
-        result["held_out"] = held_out_figures(result["graph"], {"both": {"speech": held_out_sequences}},
-                                              held_out_digits.labels,
-                                              {"lda": result["graph"].node("lda").predict()}, digits.labels)
-        return result
 
-    out = Path(args.out)
-    title = "LDA+ASR on " + ("synthetic spoken digits" if digits.synthetic else "FSDD")
-    bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
-                          run_one=run_one, nodes="lda", out=out,
-                          published={} if digits.synthetic else PUBLISHED,
-                          settings={k: v for k, v in vars(args).items() if k != "out"},
-                          compare=("separate", "linked"),
-                          extra_info={"synthetic": digits.synthetic, "source": digits.source},
-                          held_out_line=f"the {len(held_out_digits)} utterances of takes "
-                                        f"0-{digits.test_takes - 1}, never seen in training; each topic named "
-                                        f"by the digit it was matched to in training")
-    for config, by_seed in bench["results"].items():
-        seed = args.seeds[-1]
-        graph = by_seed[seed]["graph"]
+def _bench_data(args) -> dict:
+    """The split utterances, each set's features normalised per speaker on that set alone:
+    nothing of the held-out audio reaches training."""
+    from serket.audio.features import speech_sequences
+
+    digits, held_out_digits = _split_speech(args)
+    return {"digits": digits, "held_out_digits": held_out_digits,
+            "sequences": speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device),
+            "held_out_sequences": speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
+                                                   held_out_digits.speakers, device=args.device)}
+
+
+def bench_run(args, config: str, seed: int, checkpoint_dir, draw: bool) -> dict:
+    """One run of the benchmark (``args``: its parsed options): train, score the held-out takes,
+    and, where ``draw``, write this configuration's plots. Picklable, as the sweep needs."""
+    from serket.bench.drawing import draw_graph
+    from serket.bench.evaluation import held_out_figures
+    from serket.bench.reporting import plot_confusion
+    from serket.bench.sweep import per_process
+    from serket.metrics import confusion_matrix
+
+    data = per_process(_bench_data, args)
+    digits, held_out_digits = data["digits"], data["held_out_digits"]
+    result = run_lda_asr(
+        data["sequences"], digits.labels, rounds=args.rounds, linked=(config == "linked"), seed=seed,
+        device=args.device, checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
+        prefix=f"[{config} seed {seed}] ", n_units=args.units,
+        asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate,
+             "discriminant": args.discriminant or None},
+        lda={"sweeps": args.sweeps, "chains": args.lda_chains},
+    )
+    graph = result["graph"]
+    held_out = held_out_figures(graph, {"both": {"speech": data["held_out_sequences"]}}, held_out_digits.labels,
+                                {"lda": graph.node("lda").predict()}, digits.labels)
+    if draw:
+        out = Path(args.out)
         plot_confusion(confusion_matrix(digits.labels, graph.node("lda").predict().cpu()),
                        out / f"confusion_{config}.png", title=f"{config}: LDA topics vs spoken digits (seed {seed})",
                        ylabel="true digit", xlabel="LDA topic, named by its matched digit")
         draw_graph(graph, out / f"graph_{config}.png", title=f"LDA+ASR, configuration '{config}': " + (
             "the recogniser relearns from the resampled words" if config == "linked"
             else "the recogniser decodes once, alone"))
-    return bench
+    return {"history": result["history"], "held_out": held_out}
+
+
+def bench_main(argv=None) -> dict:
+    from functools import partial
+
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+
+    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
+    digits, held_out_digits = _split_speech(args)
+    kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
+    data_line = (f"data: {digits.source}, {len(digits)} utterances for training (takes {digits.test_takes} and above), "
+                 f"{len(set(digits.speakers))} speakers/voices — {kind}")
+    held_out_line = (f"the {len(held_out_digits)} utterances of takes 0-{digits.test_takes - 1}, never seen in "
+                     f"training; each topic named by the digit it was matched to in training")
+    title = "LDA+ASR on " + ("synthetic spoken digits" if digits.synthetic else "FSDD")
+    extra_info = {"synthetic": digits.synthetic, "source": digits.source}
+    del digits, held_out_digits  # the runs load what they need, in whichever process runs them
+    return run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
+                         run=partial(bench_run, args), nodes="lda", out=Path(args.out),
+                         workers=args.workers, threads=args.threads, ray=args.ray,
+                         published={} if extra_info["synthetic"] else PUBLISHED,
+                         settings={k: v for k, v in vars(args).items() if k != "out"},
+                         compare=("separate", "linked"), extra_info=extra_info, held_out_line=held_out_line)

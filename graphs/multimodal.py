@@ -31,6 +31,8 @@ Built only from serket's public API.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from serket.connections import Observation
@@ -154,96 +156,148 @@ PRESETS = {"quick": {"per_class": 20, "rounds": 2, "epochs": 2, "first_epochs": 
                      "seeds": lambda args: args.seeds[:1]}}
 
 
-def bench_main(argv=None) -> dict:
-    from pathlib import Path
+CLASSIFIER_FORMAT = "neuro-serket-evaluation-classifier/1"
 
+
+def _bench_data(args) -> dict:
+    """The split speech as pooled feature vectors, each set standardised on its own (nothing of
+    the held-out audio reaches training)."""
     from serket.audio.features import speech_features
+    from serket.datasets.spoken_digits import load_speech
+
+    digits, held_out_digits = load_speech(args.speech, data_dir=args.data_dir).split()
+    device = torch.device(args.device)
+    return {"digits": digits, "held_out_digits": held_out_digits,
+            "speech": speech_features(digits, args.speech_features, device=device),
+            "held_out_speech": speech_features(held_out_digits, args.speech_features, device=device)}
+
+
+def _evaluation_classifier(args, path):
+    """The digit classifier that scores generated images, trained on the MNIST test split only,
+    once per benchmark (its file in ``--out``, so that every run, in any process, scores with the
+    same one, and a resumed benchmark does not train it again). Returns (net, info)."""
+    from serket.bench.evaluation import DigitClassifier
+    from serket.checkpoint import load_checkpoint, save_checkpoint
+    from serket.datasets.mnist import load_mnist
+
+    device = torch.device(args.device)
+    net = DigitClassifier()
+    if not Path(path).is_file():
+        test_x, test_y, _ = load_mnist("test", data_dir=args.data_dir, verbose=False)
+        test_x = (test_x.reshape(-1, 784).float() / 255.0).to(device)
+        n_eval = 2000 if args.quick else test_x.shape[0]
+        held_out = min(1000, n_eval // 5)
+        accuracy = net.fit(test_x[:n_eval], test_y.long().to(device)[:n_eval], epochs=1 if args.quick else 3,
+                           held_out=held_out)
+        info = {"trained_on": f"MNIST test split, {n_eval} images", "held_out": held_out,
+                "held_out_accuracy": accuracy}
+        save_checkpoint(path, {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "info": info},
+                        file_format=CLASSIFIER_FORMAT)
+    saved = load_checkpoint(path, file_format=CLASSIFIER_FORMAT, what="evaluation classifier",
+                            advice=f"delete {path} to train it again")
+    net.load_state_dict(saved["state"])
+    net.to(device).eval()
+    return net, saved["info"]
+
+
+def _loaded_classifier(given) -> tuple:
+    return _evaluation_classifier(*given)
+
+
+def bench_run(args, classifier_path, config: str, seed: int, checkpoint_dir, draw: bool) -> dict:
+    """One run of the benchmark (``args``: its parsed options): train, score the held-out pairs
+    and the coherence of generated images, and, where ``draw``, write this configuration's plots
+    and loss terms. Picklable, as the sweep needs."""
     from serket.bench.drawing import draw_graph
-    from serket.bench.evaluation import DigitClassifier, coherence, held_out_figures
-    from serket.bench.reporting import format_mean_sd, plot_image_grid, plot_latent, write_json, write_text
-    from serket.bench.runner import parse_benchmark_args, run_benchmark
-    from serket.datasets.mnist import load_mnist, load_mnist_subset
+    from serket.bench.evaluation import coherence, held_out_figures
+    from serket.bench.reporting import plot_image_grid, plot_latent
+    from serket.bench.sweep import per_process
+    from serket.datasets.mnist import load_mnist_subset
     from serket.datasets.pairing import held_out_images, pair_by_digit
+
+    data = per_process(_bench_data, args)
+    classifier, _ = per_process(_loaded_classifier, (args, classifier_path))
+    device = torch.device(args.device)
+    model, mode = config.split("-")
+    x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
+    images_idx, speech_idx = pair_by_digit(y, data["digits"].labels, seed=seed)
+    images, speech, labels = x[images_idx].to(device), data["speech"][speech_idx.to(device)], y[images_idx]
+    encoder = {"hidden": tuple(args.hidden), "epochs": args.epochs, "first_epochs": args.first_epochs,
+               "weights": {"speech": args.speech_weight}, "kl_anneal": args.kl_anneal}
+    if model == "jmvae":
+        encoder["alpha"] = args.alpha
+    result = run_multimodal(x[images_idx], speech, labels, rounds=args.rounds, mode=mode, warmup=1,
+                            epochs=args.epochs, model=model, prior=args.prior, z_dim=args.z_dim, seed=seed,
+                            device=device, encoder=encoder,
+                            gmm={"sweeps": args.gmm_sweeps} if args.prior == "gibbs" else {},
+                            checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
+                            prefix=f"[{config} seed {seed}] ")
+    graph = result["graph"]
+    node = graph.node(model)
+    figures = {"coherence": coherence(node, images, speech, labels, classifier)}
+    test_images, test_idx, test_labels = held_out_images(data["held_out_digits"].labels, seed=seed,
+                                                         data_dir=args.data_dir)
+    test_images, test_speech = test_images.to(device), data["held_out_speech"][test_idx.to(device)]
+    subsets = {"both": {"images": test_images, "speech": test_speech}, "images only": {"images": test_images},
+               "speech only": {"speech": test_speech}}
+    held_out = held_out_figures(graph, subsets, test_labels, {"gmm": graph.node("gmm").predict()}, labels)
+    figures["held_out_coherence"] = coherence(node, test_images, test_speech, test_labels, classifier)
+    out = Path(args.out)
+    if draw:
+        # speech-to-image generations per digit, the latent, the loss terms, the graph
+        rows = []
+        for digit in range(10):
+            pick = (labels == digit).nonzero().squeeze(1)[:8].to(device)
+            rows.append(node.cross_generate({"speech": speech[pick]}, "image").cpu().view(-1, 28, 28))
+        plot_image_grid(rows, out / f"speech_to_image_{config}.png", row_labels=[str(d) for d in range(10)],
+                        title=f"{config}: images generated from speech alone (seed {seed}), "
+                              "one row per spoken digit, one column per utterance")
+        plot_latent(node.latent_.cpu().numpy(), graph.node("gmm").predict().cpu().numpy(),
+                    out / f"latent_{config}.png", title=f"{config}: shared latent (PCA), coloured by cluster",
+                    colour_label="mixture component (its own numbering)")
+        figures["loss_terms"] = node.diagnostics()
+        if config == args.configs[-1]:
+            draw_graph(graph, out / "graph.png", title=f"the graph of '{config}' (every row has this shape: a "
+                                                      "multimodal VAE, MVAE or JMVAE, under a mixture)")
+    return {"history": result["history"], "held_out": held_out, "figures": figures}
+
+
+def bench_main(argv=None) -> dict:
+    from functools import partial
+
+    from serket.bench.reporting import format_mean_sd, write_json, write_text
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.mnist import load_mnist
     from serket.datasets.spoken_digits import load_speech
 
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
-    digits = load_speech(args.speech, data_dir=args.data_dir)
+    digits, held_out_digits = load_speech(args.speech, data_dir=args.data_dir).split()
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
-    digits, held_out_digits = digits.split()
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
                  f"{digits.test_takes} and above")
     held_out_line = (f"MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
                      f"({len(held_out_digits)} pairs), never seen in training; each component named by the digit "
                      f"it was matched to on the training pairs")
-    device = torch.device(args.device)
-    # each set standardised on its own, so nothing of the held-out audio reaches training
-    speech_all = speech_features(digits, args.speech_features, device=device)
-    held_out_speech = speech_features(held_out_digits, args.speech_features, device=device)
-
-    # the evaluation classifier: MNIST test split only (trained at the first run's end, so that
-    # the data line is the first thing the benchmark prints)
-    evaluation: dict = {}
-    classifier_info: dict = {}
-
-    def classifier():
-        if not evaluation:
-            test_x, test_y, _ = load_mnist("test", data_dir=args.data_dir, verbose=False)
-            test_x = (test_x.reshape(-1, 784).float() / 255.0).to(device)
-            n_eval = 2000 if args.quick else test_x.shape[0]
-            net = DigitClassifier()
-            accuracy = net.fit(test_x[:n_eval], test_y.long().to(device)[:n_eval], epochs=1 if args.quick else 3,
-                               held_out=min(1000, n_eval // 5))
-            evaluation.update(net=net, accuracy=accuracy)
-            classifier_info.update(trained_on=f"MNIST test split, {n_eval} images", held_out=min(1000, n_eval // 5),
-                                   held_out_accuracy=accuracy)
-            print(f"evaluation classifier (MNIST test split only): held-out accuracy {accuracy * 100:.1f}%", flush=True)
-        return evaluation["net"]
-
-    coherences: dict[str, dict[int, dict]] = {}
-    held_out_coherences: dict[str, dict[int, dict]] = {}
-
-    def run_one(config, seed, checkpoint_dir):
-        model, mode = config.split("-")
-        x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
-        images_idx, speech_idx = pair_by_digit(y, digits.labels, seed=seed)
-        images, speech, labels = x[images_idx], speech_all[speech_idx.to(device)], y[images_idx]
-        encoder = {"hidden": tuple(args.hidden), "epochs": args.epochs, "first_epochs": args.first_epochs,
-                   "weights": {"speech": args.speech_weight}, "kl_anneal": args.kl_anneal}
-        if model == "jmvae":
-            encoder["alpha"] = args.alpha
-        prior = args.prior
-        result = run_multimodal(images, speech, labels, rounds=args.rounds, mode=mode, warmup=1,
-                                epochs=args.epochs, model=model, prior=prior, z_dim=args.z_dim, seed=seed,
-                                device=device, encoder=encoder,
-                                gmm={"sweeps": args.gmm_sweeps} if prior == "gibbs" else {},
-                                checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
-                                prefix=f"[{config} seed {seed}] ")
-        node = result["graph"].node(model)
-        result.update(labels=labels, images=images.to(device), speech=speech, model=model)
-        coherences.setdefault(config, {})[seed] = coherence(node, images.to(device), speech, labels, classifier())
-        result["history"][-1]["coherence"] = coherences[config][seed]
-        test_images, speech_idx, test_labels = held_out_images(held_out_digits.labels, seed=seed,
-                                                               data_dir=args.data_dir)
-        test_images, test_speech = test_images.to(device), held_out_speech[speech_idx.to(device)]
-        subsets = {"both": {"images": test_images, "speech": test_speech}, "images only": {"images": test_images},
-                   "speech only": {"speech": test_speech}}
-        result["held_out"] = held_out_figures(result["graph"], subsets, test_labels,
-                                              {"gmm": result["graph"].node("gmm").predict()}, labels)
-        held_out_coherences.setdefault(config, {})[seed] = coherence(node, test_images, test_speech, test_labels,
-                                                                     classifier())
-        return result
-
+    synthetic, source = digits.synthetic, digits.source
+    del digits, held_out_digits  # the runs load what they need, in whichever process runs them
     out = Path(args.out)
-    title = "Multimodal VAEs + GMM: one latent for image and speech" + (" (SYNTHETIC speech)" if digits.synthetic else "")
+    classifier_path, classifier_info = out / "evaluation_classifier.pt", {}
+
+    def prepare():  # once, here, before any run: every run scores with the same classifier
+        classifier_info.update(_evaluation_classifier(args, classifier_path)[1])
+        print(f"evaluation classifier (MNIST test split only): held-out accuracy "
+              f"{classifier_info['held_out_accuracy'] * 100:.1f}%", flush=True)
+
+    title = "Multimodal VAEs + GMM: one latent for image and speech" + (" (SYNTHETIC speech)" if synthetic else "")
     bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
-                          run_one=run_one, nodes="gmm", out=out, published={},
+                          run=partial(bench_run, args, classifier_path), nodes="gmm", out=out, published={},
+                          workers=args.workers, threads=args.threads, ray=args.ray, prepare=prepare,
                           settings={k: v for k, v in vars(args).items() if k != "out"},
                           compare=("mvae-alternate", "mvae-joint") if {"mvae-alternate", "mvae-joint"} <= set(args.configs) else None,
-                          extra_info={"synthetic": digits.synthetic, "speech_source": digits.source,
+                          extra_info={"synthetic": synthetic, "speech_source": source,
                                       "image_source": info, "evaluation_classifier": classifier_info,
-                                      "coherence": coherences, "held_out_coherence": held_out_coherences,
                                       "reference_neuro_serket_full": NEURO_SERKET_FULL},
                           held_out_line=held_out_line)
 
@@ -254,36 +308,19 @@ def bench_main(argv=None) -> dict:
                  "held-out image→image (%) | held-out both→image (%) |", "|---" * 8 + "|"]
     for config in args.configs:
         acc = bench["summary"][config]["gmm"]["accuracy"]
-        cells = [format_mean_sd([table[config][s][k] for s in args.seeds])
-                 for table in (coherences, held_out_coherences) for k in kinds]
+        cells = [format_mean_sd([r["figures"][table][k] for r in bench["runs"][config]])
+                 for table in ("coherence", "held_out_coherence") for k in kinds]
         lines.append(f"| {config} | {format_mean_sd(acc)} | " + " | ".join(cells) + " |")
     lines += ["", f"coherence: generated images classified by a CNN trained on the MNIST test split only "
-                  f"(held-out accuracy {evaluation['accuracy'] * 100:.1f}%).",
+                  f"(held-out accuracy {classifier_info['held_out_accuracy'] * 100:.1f}%).",
               f"reference, Neuro-SERKET fully linked (published): GMM on images {NEURO_SERKET_FULL['gmm (images)']}, "
               f"LDA on speech {NEURO_SERKET_FULL['lda (speech)']}."]
     table = "\n".join(lines)
     print(table, flush=True)
     md = (out / "results.md").read_text()
     write_text(out / "results.md", md + table + "\n")
-
-    # figures: speech-to-image generations per digit, latent projections, loss terms
     seed = args.seeds[-1]
-    terms = {}
-    for config, by_seed in bench["results"].items():
-        result = by_seed[seed]
-        graph, labels, node = result["graph"], result["labels"], result["graph"].node(result["model"])
-        rows = []
-        for digit in range(10):
-            pick = (labels == digit).nonzero().squeeze(1)[:8].to(device)
-            rows.append(node.cross_generate({"speech": result["speech"][pick]}, "image").cpu().view(-1, 28, 28))
-        plot_image_grid(rows, out / f"speech_to_image_{config}.png", row_labels=[str(d) for d in range(10)],
-                        title=f"{config}: images generated from speech alone (seed {seed}), "
-                              "one row per spoken digit, one column per utterance")
-        plot_latent(node.latent_.cpu().numpy(), graph.node("gmm").predict().cpu().numpy(),
-                    out / f"latent_{config}.png", title=f"{config}: shared latent (PCA), coloured by cluster",
-                    colour_label="mixture component (its own numbering)")
-        terms[config] = node.diagnostics()
-    draw_graph(graph, out / "graph.png", title=f"the graph of '{config}' (every row has this shape: a multimodal VAE, "
-                                        "MVAE or JMVAE, under a mixture)")
-    write_json(out / "loss_terms.json", {"data": data_line, "seed": seed, "terms": terms})
+    write_json(out / "loss_terms.json", {"data": data_line, "seed": seed,
+                                         "terms": {c: r[seed]["figures"]["loss_terms"]
+                                                   for c, r in bench["results"].items()}})
     return bench

@@ -200,115 +200,152 @@ PRESETS = {
 }
 
 
-def bench_main(argv=None) -> dict:
+def _bench_data(args) -> dict:
+    """What every run of the benchmark reads: the split speech, with each set's features
+    normalised per speaker on that set alone (nothing of the held-out audio reaches training)."""
+    from serket.audio.features import speech_sequences
+    from serket.datasets.spoken_digits import load_speech
+
+    digits, held_out_digits = load_speech(args.speech, data_dir=args.data_dir).split()
+    return {"digits": digits, "held_out_digits": held_out_digits,
+            "sequences": speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device),
+            "held_out_sequences": speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
+                                                   held_out_digits.speakers, device=args.device)}
+
+
+def _bench_settings(args) -> dict:
+    """The modules' settings (build_neuro_serket's keywords) from the benchmark's options."""
+    return dict(
+        n_units=args.units, mixture=args.mixture,
+        vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "hidden": tuple(args.hidden)},
+        gmm={"sweeps": args.gmm_sweeps} if args.mixture == "gibbs" else {},
+        asr={"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None},
+        lda={"sweeps": args.lda_sweeps, "tokens": 100, "chains": args.lda_chains},
+        # the LDA applies its prior to each of its tokens: send it a root of the GMM's posterior
+        combiner={"evidence_weight": {"lda": args.evidence_weight}, "prior_exponent": {"lda": args.lda_prior_exponent},
+                  "restarts": args.category_restarts if args.category_restarts >= 0 else None},
+    )
+
+
+def _holders(configs, side: int, linked: bool) -> list[str]:
+    """The rows without the tail-to-tail link whose ``side`` (0 images, 1 speech) is ``linked``."""
+    return [c for c in configs if c != "full" and CONFIGURATIONS[c][side] == linked]
+
+
+def bench_pieces(configs, config: str) -> list[str]:
+    """What a row is trained as: the fully linked row whole; a row without the tail-to-tail link
+    as its two halves, which never meet, each named by the first row that holds it (``separate``
+    and ``asr`` share the image half, ``asr`` and ``halves`` the speech half), so that a half is
+    trained once per seed."""
+    if config == "full":
+        return ["full"]
+    return [f"{side}-{_holders(configs, i, CONFIGURATIONS[config][i])[0]}"
+            for i, side in enumerate(("images", "speech"))]
+
+
+def bench_combine(config: str, seed: int, parts: dict) -> dict:
+    """A row's result from its pieces' results: a row of halves has their histories side by side."""
+    from serket.bench.evaluation import merge_histories
+
+    if config == "full":
+        return parts["full"]
+    images, speech = parts.values()
+    return {"history": merge_histories(images["history"], speech["history"]),
+            "held_out": {**images["held_out"], **speech["held_out"]}}
+
+
+def bench_run(args, piece: str, seed: int, checkpoint_dir, draw: bool) -> dict:
+    """One piece of the benchmark (``args``: its parsed options) with one seed: train it, score
+    it on the held-out pairs, and, where ``draw``, write the plots of every row it belongs to.
+    Picklable, as the sweep needs."""
     from pathlib import Path
 
-    from serket.audio.features import speech_sequences
     from serket.bench.drawing import draw_graph
-    from serket.bench.evaluation import held_out_figures, merge_histories
+    from serket.bench.evaluation import held_out_figures
     from serket.bench.reporting import plot_confusion, plot_latent
-    from serket.bench.runner import parse_benchmark_args, run_benchmark
-    from serket.datasets.mnist import load_mnist, load_mnist_subset
+    from serket.bench.sweep import per_process
+    from serket.datasets.mnist import load_mnist_subset
     from serket.datasets.pairing import held_out_images, pair_by_digit
-    from serket.datasets.spoken_digits import load_speech
     from serket.metrics import confusion_matrix
 
+    data = per_process(_bench_data, args)
+    sequences, held_out_sequences = data["sequences"], data["held_out_sequences"]
+    x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
+    images_idx, speech_idx = pair_by_digit(y, data["digits"].labels, seed=seed)
+    images, utterances, labels = x[images_idx], sequences.index(speech_idx.to(sequences.device)), y[images_idx]
+    build = _bench_settings(args)
+    common = dict(rounds=args.rounds, seed=seed, device=args.device, resume=not args.no_resume,
+                  checkpoint_dir=checkpoint_dir, **build)
+    if piece == "full":
+        rows = ["full"]
+        result = run_neuro_serket(images, utterances, labels, configuration="full",
+                                  prefix=f"[full seed {seed}] ", **common)
+    else:
+        # a half alone, as the first row that holds it; the same modules, seeded the same
+        side, row = piece.split("-", 1)
+        rows = _holders(args.configs, 0 if side == "images" else 1, CONFIGURATIONS[row][0 if side == "images" else 1])
+        result = run_neuro_serket(images if side == "images" else None, utterances if side == "speech" else None,
+                                  labels, configuration=row, prefix=f"[{side} half of {row} seed {seed}] ", **common)
+    graph = result["graph"]
+    test_images, test_idx, test_labels = held_out_images(data["held_out_digits"].labels, seed=seed,
+                                                         data_dir=args.data_dir)
+    test_utterances = held_out_sequences.index(test_idx.to(held_out_sequences.device))
+    subsets = {"both": {"images": test_images, "speech": test_utterances}, "images only": {"images": test_images},
+               "speech only": {"speech": test_utterances}}
+    trained = {name: node.predict() for name, node in graph.nodes.items() if name in ("gmm", "lda", "category")}
+    held_out = held_out_figures(graph, subsets, test_labels, trained, labels)
+    if draw:
+        out = Path(args.out)
+        what = {"gmm": "GMM clusters of the images", "lda": "LDA topics of the utterances"}
+        titles = {"separate": "every module separate", "asr": "LDA+ASR linked",
+                  "halves": "VAE+GMM linked, LDA+ASR linked, no link between",
+                  "full": "VAE+GMM+LDA+ASR fully linked"}
+        for row in rows:
+            for node in ("gmm", "lda"):
+                if node in graph.nodes:
+                    plot_confusion(confusion_matrix(labels, graph.node(node).predict().cpu()),
+                                   out / f"confusion_{row}_{node}.png",
+                                   title=f"{row}: {what[node]} vs digits (seed {seed})", ylabel="true digit",
+                                   xlabel=f"{node.upper()} {'cluster' if node == 'gmm' else 'topic'}, "
+                                          "named by its matched digit")
+            if "vae" in graph.nodes:
+                plot_latent(graph.node("vae").latent_.cpu().numpy(), graph.node("gmm").predict().cpu().numpy(),
+                            out / f"latent_{row}.png", title=f"{row}: VAE latent (PCA), coloured by GMM cluster",
+                            colour_label="GMM cluster (its own numbering)")
+                # the row's whole graph, built (not trained) for the drawing
+                whole = graph if row == "full" else build_neuro_serket(images, utterances, configuration=row,
+                                                                       seed=seed, **build)
+                draw_graph(whole, out / f"graph_{row}.png",
+                           title=f"Neuro-SERKET, configuration '{row}': {titles[row]}")
+    return {"history": result["history"], "held_out": held_out}
+
+
+def bench_main(argv=None) -> dict:
+    from functools import partial
+    from pathlib import Path
+
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.mnist import load_mnist
+    from serket.datasets.spoken_digits import load_speech
+
     args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
-    digits = load_speech(args.speech, data_dir=args.data_dir)
+    digits, held_out_digits = load_speech(args.speech, data_dir=args.data_dir).split()
     _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
-    digits, held_out_digits = digits.split()
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
                  f"{digits.test_takes} and above")
     held_out_line = (f"MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
                      f"({held_out_digits.labels.numel()} pairs), never seen in training; each category named by "
                      f"the digit it was matched to on the training pairs")
-    # each set is normalised per speaker on its own, so nothing of the held-out audio reaches training
-    sequences = speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device)
-    held_out_sequences = speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
-                                          held_out_digits.speakers, device=args.device)
-    tokens = 100
-
-    out = Path(args.out)
-    build = dict(
-        n_units=args.units, mixture=args.mixture,
-        vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "hidden": tuple(args.hidden)},
-        gmm={"sweeps": args.gmm_sweeps} if args.mixture == "gibbs" else {},
-        asr={"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None},
-        lda={"sweeps": args.lda_sweeps, "tokens": tokens, "chains": args.lda_chains},
-        # the LDA applies its prior to each of its tokens: send it a root of the GMM's posterior
-        combiner={"evidence_weight": {"lda": args.evidence_weight}, "prior_exponent": {"lda": args.lda_prior_exponent},
-                  "restarts": args.category_restarts if args.category_restarts >= 0 else None},
-    )
-    halves: dict[tuple, dict] = {}  # (side, linked, seed) -> a trained half, shared between rows
-
-    def pairs(seed):
-        x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
-        images_idx, speech_idx = pair_by_digit(y, digits.labels, seed=seed)
-        return x[images_idx], sequences.index(speech_idx.to(sequences.device)), y[images_idx]
-
-    def scored(graphs, nodes, labels, seed):
-        images, speech_idx, held_out_labels = held_out_images(held_out_digits.labels, seed=seed,
-                                                              data_dir=args.data_dir)
-        utterances = held_out_sequences.index(speech_idx.to(held_out_sequences.device))
-        subsets = {"both": {"images": images, "speech": utterances}, "images only": {"images": images},
-                   "speech only": {"speech": utterances}}
-        trained = {name: node.predict() for name, node in nodes.items() if name in ("gmm", "lda", "category")}
-        return held_out_figures(graphs, subsets, held_out_labels, trained, labels)
-
-    def run_one(config, seed, checkpoint_dir):
-        images, utterances, labels = pairs(seed)
-        common = dict(rounds=args.rounds, seed=seed, device=args.device, resume=not args.no_resume, **build)
-        if config == "full":
-            result = run_neuro_serket(images, utterances, labels, configuration=config,
-                                      checkpoint_dir=checkpoint_dir, prefix=f"[{config} seed {seed}] ", **common)
-            nodes = result["graph"].nodes
-            return {**result, "labels": labels, "nodes": nodes,
-                    "held_out": scored(result["graph"], nodes, labels, seed)}
-        # rows without the tail-to-tail link: the halves never meet, so each half is trained once
-        # per seed and linking, by the first row that holds it, and let go after the last
-        # (separate and asr share the image half, asr and halves the speech half)
-        parts = []
-        for i, side in enumerate(("images", "speech")):
-            linked = CONFIGURATIONS[config][i]
-            holders = [c for c in args.configs if c != "full" and CONFIGURATIONS[c][i] == linked]
-            key = (side, linked, seed)
-            if key not in halves:
-                row = holders[0]
-                halves[key] = run_neuro_serket(
-                    images if side == "images" else None, utterances if side == "speech" else None, labels,
-                    configuration=row, checkpoint_dir=checkpoint_dir.parent / f"{side}-{row}-seed{seed}",
-                    prefix=f"[{side} half of {row} seed {seed}] ", **common)
-            parts.append(halves.pop(key) if config == holders[-1] else halves[key])
-        graph = build_neuro_serket(images, utterances, configuration=config, seed=seed, **build)  # for drawing
-        nodes = {**parts[0]["graph"].nodes, **parts[1]["graph"].nodes}
-        return {"history": merge_histories(*(p["history"] for p in parts)), "graph": graph, "labels": labels,
-                "nodes": nodes, "held_out": scored([p["graph"] for p in parts], nodes, labels, seed)}
-
-    title = "Neuro-SERKET: VAE+GMM+LDA+ASR" + (" (SYNTHETIC speech)" if digits.synthetic else "")
-    bench = run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
-                          run_one=run_one, nodes=["gmm", "lda"], out=out,
-                          published={} if digits.synthetic else PUBLISHED,
-                          settings={k: v for k, v in vars(args).items() if k != "out"},
-                          compare=("separate", "full") if {"separate", "full"} <= set(args.configs) else None,
-                          extra_info={"synthetic": digits.synthetic, "speech_source": digits.source,
-                                      "image_source": info},
-                          held_out_line=held_out_line)
-    seed = args.seeds[-1]
-    rows = {"separate": "every module separate", "asr": "LDA+ASR linked",
-            "halves": "VAE+GMM linked, LDA+ASR linked, no link between", "full": "VAE+GMM+LDA+ASR fully linked"}
-    what = {"gmm": "GMM clusters of the images", "lda": "LDA topics of the utterances"}
-    for config, by_seed in bench["results"].items():
-        graph, labels, nodes = by_seed[seed]["graph"], by_seed[seed]["labels"], by_seed[seed]["nodes"]
-        for node in ("gmm", "lda"):
-            plot_confusion(confusion_matrix(labels, nodes[node].predict().cpu()),
-                           out / f"confusion_{config}_{node}.png",
-                           title=f"{config}: {what[node]} vs digits (seed {seed})", ylabel="true digit",
-                           xlabel=f"{node.upper()} {'cluster' if node == 'gmm' else 'topic'}, "
-                                  "named by its matched digit")
-        plot_latent(nodes["vae"].latent_.cpu().numpy(), nodes["gmm"].predict().cpu().numpy(),
-                    out / f"latent_{config}.png", title=f"{config}: VAE latent (PCA), coloured by GMM cluster",
-                    colour_label="GMM cluster (its own numbering)")
-        draw_graph(graph, out / f"graph_{config}.png", title=f"Neuro-SERKET, configuration '{config}': {rows[config]}")
-    return bench
+    extra_info = {"synthetic": digits.synthetic, "speech_source": digits.source, "image_source": info}
+    del digits, held_out_digits  # the runs load what they need, in whichever process runs them
+    title = "Neuro-SERKET: VAE+GMM+LDA+ASR" + (" (SYNTHETIC speech)" if extra_info["synthetic"] else "")
+    return run_benchmark(title=title, data_line=data_line, configs=args.configs, seeds=args.seeds,
+                         run=partial(bench_run, args), pieces=partial(bench_pieces, args.configs),
+                         combine=bench_combine, nodes=["gmm", "lda"], out=Path(args.out),
+                         workers=args.workers, threads=args.threads, ray=args.ray,
+                         published={} if extra_info["synthetic"] else PUBLISHED,
+                         settings={k: v for k, v in vars(args).items() if k != "out"},
+                         compare=("separate", "full") if {"separate", "full"} <= set(args.configs) else None,
+                         extra_info=extra_info, held_out_line=held_out_line)

@@ -87,44 +87,30 @@ PRESETS = {
 }
 
 
-def bench_main(argv=None) -> dict:
+def bench_run(args, config: str, seed: int, checkpoint_dir, draw: bool) -> dict:
+    """One run of the benchmark (``args``: its parsed options): train, score the held-out test
+    images, and, where ``draw``, write this configuration's plots. Picklable, as the sweep needs."""
     from serket.bench.drawing import draw_graph
     from serket.bench.evaluation import held_out_figures
     from serket.bench.reporting import plot_confusion, plot_latent
-    from serket.bench.runner import parse_benchmark_args, run_benchmark
-    from serket.datasets.mnist import load_mnist, load_mnist_subset
+    from serket.datasets.mnist import load_mnist_subset
     from serket.metrics import confusion_matrix
 
-    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
-    _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
-    data_line = f"data: MNIST train ({info['source']}: {info['path']}), {args.per_class} per digit — real images"
-
-    def run_one(config, seed, checkpoint_dir):
-        x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
-        result = run_vae_gmm(
-            x, y, rounds=args.rounds, linked=(config == "linked"), seed=seed, device=args.device,
-            checkpoint_dir=checkpoint_dir, resume=not args.no_resume, prefix=f"[{config} seed {seed}] ",
-            vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "restart": args.restart,
-                 "hidden": tuple(args.hidden), "kl_weight": args.kl_weight},
-            gmm={"sweeps": args.sweeps, "prior_variance": args.prior_variance},
-        )
-        result["labels"] = y
-        test_x, test_y = load_mnist_subset(per_class=args.held_out_per_class, seed=seed, split="test",
-                                           data_dir=args.data_dir)
-        result["held_out"] = held_out_figures(result["graph"], {"both": {"images": test_x}}, test_y,
-                                              {"gmm": result["graph"].node("gmm").predict()}, y)
-        return result
-
-    out = Path(args.out)
-    bench = run_benchmark(title="VAE+GMM on MNIST", data_line=data_line, configs=args.configs,
-                          seeds=args.seeds, run_one=run_one, nodes="gmm", out=out, published=PUBLISHED,
-                          settings={k: v for k, v in vars(args).items() if k != "out"},
-                          compare=("separate", "linked"), extra_info={"data_info": info},
-                          held_out_line=f"{args.held_out_per_class} MNIST test images per digit, never seen "
-                                        f"in training; each cluster named by the digit it was matched to in training")
-    for config, by_seed in bench["results"].items():
-        seed = args.seeds[-1]
-        graph, y = by_seed[seed]["graph"], by_seed[seed]["labels"]
+    x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
+    result = run_vae_gmm(
+        x, y, rounds=args.rounds, linked=(config == "linked"), seed=seed, device=args.device,
+        checkpoint_dir=checkpoint_dir, resume=not args.no_resume, prefix=f"[{config} seed {seed}] ",
+        vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "restart": args.restart,
+             "hidden": tuple(args.hidden), "kl_weight": args.kl_weight},
+        gmm={"sweeps": args.sweeps, "prior_variance": args.prior_variance},
+    )
+    graph = result["graph"]
+    test_x, test_y = load_mnist_subset(per_class=args.held_out_per_class, seed=seed, split="test",
+                                       data_dir=args.data_dir)
+    held_out = held_out_figures(graph, {"both": {"images": test_x}}, test_y,
+                                {"gmm": graph.node("gmm").predict()}, y)
+    if draw:
+        out = Path(args.out)
         gmm, vae = graph.node("gmm"), graph.node("vae")
         pred = gmm.predict().cpu()
         plot_confusion(confusion_matrix(y, pred), out / f"confusion_{config}.png",
@@ -136,4 +122,22 @@ def bench_main(argv=None) -> dict:
         draw_graph(graph, out / f"graph_{config}.png", title=f"VAE+GMM, configuration '{config}': " + (
             "the GMM's prior reaches the VAE" if config == "linked"
             else "the VAE learns alone, the GMM clusters its latent"))
-    return bench
+    return {"history": result["history"], "held_out": held_out}
+
+
+def bench_main(argv=None) -> dict:
+    from functools import partial
+
+    from serket.bench.runner import parse_benchmark_args, run_benchmark
+    from serket.datasets.mnist import load_mnist
+
+    args = parse_benchmark_args(bench_parser(), argv, presets=PRESETS)
+    _, _, info = load_mnist("train", data_dir=args.data_dir, verbose=False)
+    data_line = f"data: MNIST train ({info['source']}: {info['path']}), {args.per_class} per digit — real images"
+    return run_benchmark(title="VAE+GMM on MNIST", data_line=data_line, configs=args.configs,
+                         seeds=args.seeds, run=partial(bench_run, args), nodes="gmm", out=Path(args.out),
+                         workers=args.workers, threads=args.threads, ray=args.ray, published=PUBLISHED,
+                         settings={k: v for k, v in vars(args).items() if k != "out"},
+                         compare=("separate", "linked"), extra_info={"data_info": info},
+                         held_out_line=f"{args.held_out_per_class} MNIST test images per digit, never seen "
+                                       f"in training; each cluster named by the digit it was matched to in training")

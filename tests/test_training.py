@@ -123,20 +123,22 @@ def test_linked_vae_gmm_on_real_mnist_beats_a_floor():
     assert result["final"]["accuracy"] > 0.45
 
 
-def test_benchmark_command_runs_end_to_end(tmp_path, capsys, golden_figures):
+def test_benchmark_command_runs_end_to_end(tmp_path, capfd, golden_figures):
     from serket.bench.cli import main
 
-    assert main(["bench", "vae-gmm", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    # one run after another in this process (the other benchmarks' smoke tests run in workers)
+    assert main(["bench", "vae-gmm", "--quick", "--seeds", "0", "--workers", "1", "--out", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
     assert out.splitlines()[0].startswith("data: MNIST train")
     assert golden_figures("vae-gmm", tmp_path / "results.json").keys() == {"separate", "linked"}
     assert "| linked |" in out and "| separate |" in out
     for name in ("results.json", "results.md", "accuracy_per_round.png", "confusion_linked.png",
                  "latent_linked.png", "graph_linked.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    # a second run resumes from the checkpoints instead of training again
-    assert main(["bench", "vae-gmm", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
-    assert "resumed from" in capsys.readouterr().out
+    # a second run, in two worker processes, resumes from the checkpoints instead of training again
+    assert main(["bench", "vae-gmm", "--quick", "--seeds", "0", "--workers", "2", "--out", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    assert out.count("resumed from") == 2 and "round   1/2" not in out
 
 
 def test_example_runs_as_a_smoke_test(load_example):
@@ -163,3 +165,35 @@ def test_temporary_files_of_a_killed_writer_are_removed(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", {"completed": 1})
     assert not any(path.exists() for path in stale) and other.exists()
     assert load_checkpoint(tmp_path / "checkpoint.pt")["completed"] == 1
+
+
+def test_history_records_peak_memory_per_node(tmp_path):
+    import json
+
+    x, y = _data()
+    history = AlternateTrainer(_graph(x), rounds=2, labels=y, checkpoint_dir=tmp_path, progress=False).run()
+    for record in history:
+        peaks, growth = record["node_peak_rss_mib"], record["node_peak_rss_growth_mib"]
+        assert set(peaks) == set(growth) == set(record["node_seconds"]) == {"images", "vae", "gmm"}
+        assert all(p > 0 for p in peaks.values()) and all(g >= 0 for g in growth.values())
+        # the peak never falls: each node's is at least that of the nodes before it in the round
+        assert peaks["images"] <= peaks["vae"] <= peaks["gmm"]
+    json.dumps(history)  # the records stay JSON
+    # and they survive the checkpoint, which holds the history
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["history"][-1]["node_peak_rss_mib"] == peaks
+
+
+def test_a_checkpoint_is_its_header_and_the_bytes_torch_save_writes(tmp_path):
+    import hashlib
+    import io
+
+    payload = {"completed": 3, "tensors": [torch.arange(10_000, dtype=torch.int16), torch.randn(300, 7)],
+               "history": [{"round": 1, "seconds": 0.5}]}
+    path = save_checkpoint(tmp_path / "checkpoint.pt", payload)
+    buffer = io.BytesIO()
+    torch.save({"format": "neuro-serket-checkpoint/3", **payload}, buffer)
+    body = buffer.getvalue()
+    expected = f"neuro-serket-checkpoint/3 sha256={hashlib.sha256(body).hexdigest()}\n".encode() + body
+    assert path.read_bytes() == expected
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["tensors"][0], payload["tensors"][0]) and loaded["completed"] == 3

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +23,7 @@ from serket.errors import ConfigError
 from serket.module import resolve_device
 
 from .reporting import format_mean_sd, plot_rounds, write_json, write_text
+from .sweep import machine_cores
 
 __all__ = ["run_benchmark", "benchmark_parser", "parse_benchmark_args", "BenchmarkParser", "peak_memory",
            "positive_int", "nonnegative_int", "restarts_int", "positive_float", "nonnegative_float",
@@ -127,6 +129,15 @@ def benchmark_parser(prog: str, description: str, *, rounds: int, out: str) -> B
     p.add_argument("--quick", action="store_true",
                    help="a smoke-test setting (tiny data, 2 rounds); options given explicitly still apply")
     p.add_argument("--no-resume", action="store_true", help="ignore the checkpoints in --out and start afresh")
+    p.add_argument("--workers", type=positive_int, default=machine_cores(),
+                   help="runs carried out at once, each in its own process (default: the cores this machine "
+                        "has; 1: one after another in this process)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads per run, the same however many workers (a run's figures depend on "
+                        "its thread count, never on the number of workers)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="carry out the runs as tasks on the Ray cluster at ADDRESS ('local': start one here; "
+                        "needs pip install 'neuro-serket[ray]'); --workers is then ignored")
     return p
 
 
@@ -169,6 +180,11 @@ def parse_benchmark_args(parser: argparse.ArgumentParser, argv=None, *,
                          f"({' '.join(map(str, seeds))})")
     if getattr(args, "data_dir", None) is not None and not Path(args.data_dir).expanduser().is_dir():
         parser.error(f"argument --data-dir: no such folder: {args.data_dir!r}")
+    if getattr(args, "ray", None) is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            parser.error(f"argument --ray: Ray is not installed (pip install 'neuro-serket[ray]')")
     if getattr(args, "out", None) is not None:
         problem = folder_problem(args.out)
         if problem:
@@ -207,24 +223,41 @@ def _held_out_table(runs: dict, summary: dict, held_out_line: str | None) -> lis
 
 
 def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list[int],
-                  run_one: Callable[[str, int, Path], dict], nodes, out,
+                  run: Callable[[str, int, Path, bool], dict], nodes, out,
+                  pieces: Callable[[str], list[str]] | None = None,
+                  combine: Callable[[str, int, dict], dict] | None = None,
+                  workers: int = 1, threads: int = 1, ray: str | None = None, prepare: Callable[[], None] | None = None,
                   published: dict | None = None, settings: dict | None = None,
                   compare: tuple[str, str] | None = None, extra_info: dict | None = None,
                   held_out_line: str | None = None) -> dict:
     """Run every configuration with every seed; returns ``{"summary", "runs", "results"}``.
 
-    ``run_one(config, seed, checkpoint_dir)`` returns a dict with at least ``"history"`` (the
-    trainer's per-round records); whatever else the last seed's runs return is kept in
-    ``results`` for plots (earlier seeds' graphs are released, to bound memory).
+    ``run(piece, seed, checkpoint_dir, draw)`` trains one piece with one seed and returns a dict
+    with at least ``"history"`` (the trainer's per-round records) and, optionally, ``"held_out"``
+    (:func:`~serket.bench.evaluation.held_out_figures`), which gets a second table under
+    ``held_out_line`` (what the held-out items are), and ``"figures"``, a benchmark's own
+    figures for the run (JSON), kept in ``runs[config][i]["figures"]``. ``draw`` is true for the last seed's runs,
+    which write their own plots. It must be picklable, and so must what it returns: the runs are
+    carried out by :func:`serket.bench.sweep.execute` in this process (``workers=1``), in
+    ``workers`` processes, or on Ray (``ray``), each with ``threads`` torch threads, with the
+    same figures every way.
+
+    A piece is a configuration unless ``pieces(config)`` names the pieces a configuration is made
+    of (parts that several configurations share are trained once per seed) and
+    ``combine(config, seed, {piece: result})`` makes the configuration's result from them.
+    What the last seed's runs return is kept in ``results[config][seed]``. ``prepare()``, if
+    given, runs here once after the data line is printed and before any run.
     ``nodes`` names the node (or nodes) whose categories are scored; ``published`` maps a
     configuration to the published accuracy (%), or to ``{node: accuracy}`` for several nodes.
-    A run that also returns ``"held_out"`` (:func:`~serket.bench.evaluation.held_out_figures`)
-    gets a second table of those figures, under ``held_out_line`` (what the held-out items are).
     """
+    from .sweep import MemoryWatch, Task, execute
+
     nodes = [nodes] if isinstance(nodes, str) else list(nodes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     published = published or {}
+    pieces = pieces or (lambda config: [config])
+    combine = combine or (lambda config, seed, parts: parts[config])
 
     def reference(config, node):
         value = published.get(config)
@@ -233,11 +266,27 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
     print(data_line, flush=True)
     if settings:
         print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
+    if prepare is not None:
+        prepare()
+    tasks: list[Task] = []
+    # the fullest configuration first (benchmarks list theirs from the simplest): the longest
+    # runs start first, so that no worker is left alone with one at the end
+    for config in reversed(configs):
+        for seed in seeds:
+            for piece in pieces(config):
+                task = Task(piece, seed, out / "checkpoints" / f"{piece}-seed{seed}", draw=seed == seeds[-1])
+                if task not in tasks:
+                    tasks.append(task)
+    t_start = time.perf_counter()
+    with MemoryWatch() as watch:
+        done = execute(run, tasks, workers=workers, threads=threads, ray=ray)
+    wall = time.perf_counter() - t_start
     runs: dict[str, list[dict]] = {c: [] for c in configs}
     results: dict[str, dict[int, dict]] = {c: {} for c in configs}
     for config in configs:
         for seed in seeds:
-            result = run_one(config, seed, out / "checkpoints" / f"{config}-seed{seed}")
+            parts = {piece: done[(piece, seed)] for piece in pieces(config)}
+            result = combine(config, seed, parts)
             history = result["history"]
             runs[config].append({
                 "seed": seed,
@@ -245,9 +294,11 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
                 "accuracy_per_round": {n: [h["metrics"][n]["accuracy"] for h in history] for n in nodes},
                 "seconds": sum(h["seconds"] for h in history),
                 "node_seconds": _node_seconds(history),
+                "peak_rss_mib": max(p["peak_rss_mib"] for p in parts.values()),
                 **({"held_out": result["held_out"]} if "held_out" in result else {}),
+                **({"figures": result["figures"]} if "figures" in result else {}),
             })
-            if seed == seeds[-1]:  # plots read the last seed's runs; earlier graphs are let go
+            if seed == seeds[-1]:
                 results[config][seed] = result
 
     header = "| configuration | " + " | ".join(
@@ -285,12 +336,22 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
                               for n, t in sorted(where.items(), key=lambda kv: -kv[1]))]
     lines += ["", f"seeds {seeds}; mean ± sd across seeds; accuracy after Hungarian matching of "
                   f"categories to the true digits (labels reach the metrics only).",
-              "peak memory of the whole benchmark process: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())]
+              f"wall-clock {wall:.0f} s for {len(tasks)} runs, " + (
+                  f"as Ray tasks ({ray})" if ray else f"{workers} worker process(es)" if workers > 1
+                  else "one after another in one process") + f", {threads} thread(s) each" + "; peak memory (resident) of one run "
+              f"{max(r['peak_rss_mib'] for rs in runs.values() for r in rs):.0f} MiB; "
+              + ("of this process (Ray's workers not counted) " if ray else "of the benchmark's processes together ")
+              + f"{watch.peak_pss:.0f} MiB proportional ({watch.peak:.0f} MiB resident, which counts shared "
+              f"libraries once per process; sampled every {watch.period} s); this process's own peak: "
+              + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())]
     table = "\n".join(lines)
     print(table, flush=True)
     write_json(out / "results.json", {"title": title, "data": data_line, "settings": settings or {},
                                       "published": published, "summary": summary, "runs": runs,
-                                      "peak_memory_mib": memory,
+                                      "peak_memory_mib": {**memory, "processes_together_pss": watch.peak_pss,
+                                                          "processes_together_rss": watch.peak},
+                                      "sweep": {"workers": workers, "threads": threads, "ray": ray, "runs": len(tasks),
+                                                "wall_seconds": wall},
                                       **(extra_info or {})})
     write_text(out / "results.md", f"# {title}\n\n{table}\n")
     # one panel per scored node, one line per configuration, its published figure beside its last round
