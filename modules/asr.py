@@ -49,6 +49,13 @@ _WITHIN_RIDGE = 1e-4
 _DECODE_CHUNK = 4096
 
 
+def _unit_dtype(n_units: int) -> torch.dtype:
+    """The smallest integer type that holds unit ids 0..n_units-1 and the padding -1: the N-best
+    hypotheses (N, B, frames) are mostly padding and the largest tensor of a run, so int16 where
+    it suffices (a quarter of int64). Indexing converts to int64 a block at a time."""
+    return torch.int16 if n_units <= torch.iinfo(torch.int16).max else torch.int32
+
+
 def diagonal_gaussian_log_likelihood(frames, means, variances, *, chunk: int = 32768):
     """log N(f; m_u, diag(v_u)) for every frame and unit: (M, U), computed in chunks."""
     const = -0.5 * (variances.log().sum(1) + means.shape[1] * math.log(2 * math.pi))  # (U,)
@@ -87,7 +94,8 @@ class Recognizer(Module):
 
     Learned state: ``means_``, ``variances_`` (U, D') and ``log_weights_`` (U,) of the units
     (D' = ``discriminant`` when set, else D + 1), ``projection_`` (D + 1, D') or None,
-    ``nbest_`` (the N-best list sent on ``w``), ``n_relearned_`` (relearnings so far).
+    ``nbest_`` (the N-best list sent on ``w``, its unit ids int16 up to 32,767 units),
+    ``n_relearned_`` (relearnings so far).
     """
 
     def __init__(self, name: str, n_units: int = 64, dim: int = 39, *, n_best: int = 10,
@@ -179,7 +187,7 @@ class Recognizer(Module):
     def _relearn(self, frames, item, position, chosen: NBest) -> None:
         check_items(self, "the resampled hypotheses on port 'w'", chosen.n_items, "the audio on port 'audio'",
                     self.inbox["audio"].n_items)
-        labels = chosen.hypotheses[item, 0, position]
+        labels = chosen.hypotheses[item, 0, position].long()
         if bool((labels < 0).any()) or bool((labels >= self.n_units).any()):
             raise MessageError(f"Recognizer {self.name!r}: a resampled hypothesis is shorter than its "
                                f"utterance or uses an unknown unit")
@@ -250,8 +258,8 @@ class Recognizer(Module):
         frame_scores = logq.gather(1, paths)               # (M, B)
         n, length = audio.n_items, audio.values.shape[1]
         scores = torch.zeros(n, paths.shape[1], device=self.device).index_add_(0, item, frame_scores)
-        hyps = torch.full((n, paths.shape[1], length), -1, dtype=torch.long, device=self.device)
-        hyps[item, :, position] = paths
+        hyps = torch.full((n, paths.shape[1], length), -1, dtype=_unit_dtype(self.n_units), device=self.device)
+        hyps[item, :, position] = paths.to(hyps.dtype)
         return NBest(hyps, scores)
 
     def update(self) -> None:
@@ -289,7 +297,7 @@ class Recognizer(Module):
         """(N, V) counts of each unit on each utterance's best path."""
         hyps = self.nbest_.hypotheses[:, 0]
         counts = torch.zeros(hyps.shape[0], self.n_units, device=self.device)
-        return counts.scatter_add_(1, hyps.clamp_min(0), (hyps >= 0).to(counts.dtype))
+        return counts.scatter_add_(1, hyps.clamp_min(0).long(), (hyps >= 0).to(counts.dtype))
 
     def diagnostics(self) -> dict:
         if self.nbest_ is None:

@@ -53,12 +53,39 @@ def save_checkpoint(path, payload: dict, *, file_format: str = FORMAT) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in temporary_files(path):
         stale.unlink(missing_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"format": file_format, **payload}, buffer)
-    body = buffer.getvalue()
-    header = f"{file_format} sha256={hashlib.sha256(body).hexdigest()}\n".encode()
+
+    def write(file):
+        # the body streams to the file through a hash, never held in memory whole: a header of
+        # the same length goes first and is overwritten once the digest is known
+        start = file.tell()
+        file.write(_header(file_format, "0" * 64))
+        hashed = _HashingWriter(file)
+        torch.save({"format": file_format, **payload}, hashed)
+        file.seek(start)
+        file.write(_header(file_format, hashed.digest.hexdigest()))
+        file.seek(0, io.SEEK_END)
+
     # private to its owner, as checkpoints have always been
-    return atomic_write(path, lambda file: file.writelines((header, body)), mode=0o600)
+    return atomic_write(path, write, mode=0o600)
+
+
+def _header(file_format: str, hexdigest: str) -> bytes:
+    return f"{file_format} sha256={hexdigest}\n".encode()
+
+
+class _HashingWriter:
+    """A write-only file that passes what it is given on to ``file`` and hashes it (sha256)."""
+
+    def __init__(self, file):
+        self.file = file
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path, *, file_format: str = FORMAT, what: str = "checkpoint",

@@ -132,7 +132,8 @@ class Observation(Node):
             for field, tensor in self.data._tensors().items():
                 tensor = tensor.detach().cpu().contiguous()
                 digest.update(f"{field}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
-                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+                if tensor.numel():  # the bytes in place, not a copy of them
+                    digest.update(tensor.view(torch.uint8).numpy())
             self._digest = digest.hexdigest()
         return self._digest
 
@@ -377,6 +378,15 @@ def product_of_gaussians(means, variances, prior_mean=None, prior_var=None):
     return mean, 1.0 / precision
 
 
+# items whose N-best hypotheses a head-to-head node scores at once
+_ROW_BLOCK = 256
+
+
+def _row_blocks(n: int):
+    """Slices of ``_ROW_BLOCK`` rows covering ``range(n)``."""
+    return [slice(start, min(start + _ROW_BLOCK, n)) for start in range(0, n, _ROW_BLOCK)]
+
+
 def sir_resample(log_scores: torch.Tensor, log_weights: torch.Tensor, generator=None) -> torch.Tensor:
     """Sampling-importance-resampling: one index per item.
 
@@ -449,16 +459,20 @@ class HeadToHead(Node):
         check_items(self, "what the proposer sent", prop.n_items, "what the weighter sent", weigh.n_items)
         if isinstance(prop, NBest) and isinstance(weigh, Categorical):
             hyps = prop.hypotheses
-            valid = hyps >= 0
-            if bool((hyps >= weigh.size).any()):
+            if hyps.numel() and int(hyps.max()) >= weigh.size:
                 raise MessageError(
                     f"head-to-head {self.name!r}: a hypothesis uses word id {int(hyps.max())} but "
                     f"the weighter's vocabulary has {weigh.size} words"
                 )
             logp = torch.log(weigh.probs.clamp_min(_PROB_FLOOR))
-            word_logp = torch.gather(logp, 1, hyps.clamp_min(0).flatten(1)).view_as(hyps)
-            log_w = (word_logp * valid).sum(dim=2)
-            log_w = log_w.masked_fill(~valid.any(dim=2), float("-inf"))
+            # a block of items at a time: the (N, B, L) temporaries (int64 ids, their log
+            # probabilities) would be the largest tensors of a run; each row is computed as a whole
+            log_w = torch.empty(hyps.shape[:2], dtype=logp.dtype, device=hyps.device)
+            for rows in _row_blocks(hyps.shape[0]):
+                block = hyps[rows]
+                valid = block >= 0
+                word_logp = torch.gather(logp[rows], 1, block.clamp_min(0).flatten(1).long()).view_as(block)
+                log_w[rows] = (word_logp * valid).sum(dim=2).masked_fill_(~valid.any(dim=2), float("-inf"))
             self.chosen_ = sir_resample(prop.log_scores, log_w, self.generator_)
             rows = torch.arange(hyps.shape[0], device=hyps.device)
             self.outgoing_["proposer"] = NBest(
@@ -500,11 +514,13 @@ class HeadToHead(Node):
             weights = torch.full(nbest.log_scores.shape, 1.0 / nbest.log_scores.shape[1],
                                  device=nbest.log_scores.device)
         hyps = nbest.hypotheses
-        valid = hyps >= 0
         n, b, length = hyps.shape
         counts = torch.zeros(n, vocab, device=hyps.device, dtype=weights.dtype)
-        contrib = (weights.unsqueeze(2) * valid).reshape(n, b * length)
-        counts.scatter_add_(1, hyps.clamp_min(0).reshape(n, b * length), contrib)
+        for rows in _row_blocks(n):  # a block of items at a time, as in update
+            block = hyps[rows]
+            valid = block >= 0
+            contrib = (weights[rows].unsqueeze(2) * valid).reshape(block.shape[0], b * length)
+            counts[rows].scatter_add_(1, block.clamp_min(0).reshape(block.shape[0], b * length).long(), contrib)
         return Counts(counts)
 
     def publish(self):

@@ -7,6 +7,13 @@ metrics only, never modules), calls the callbacks, prints a progress line, and w
 checkpoint atomically. A run resumed from its checkpoint after round ``k`` gives the same
 result as an uninterrupted run with the same seed.
 
+Each round's record holds, per node, the seconds it took (``node_seconds``) and the memory of
+the process: ``node_peak_rss_mib``, the peak resident memory of the process (MiB, from
+``getrusage``) once the node's work in the round was done, and ``node_peak_rss_growth_mib``,
+how far the node's work raised that peak (0 when it stayed under the peak reached before it);
+both are absent where the platform does not report a peak (Windows) and in records written
+before they existed.
+
 :class:`JointTrainer` (``mode="joint"`` in :func:`train`) optimises the graph's differentiable
 modules together: in each round, ``epochs`` passes over the items in minibatches, each
 minibatch one backward pass through the sum of every differentiable module's loss, with the
@@ -20,6 +27,7 @@ trains either way.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -36,7 +44,7 @@ from .module import JointTraining, derive_seed
 from .metrics import clustering_report
 from .seeding import rng_state, seed_everything, set_rng_state
 
-__all__ = ["AlternateTrainer", "JointTrainer", "train", "train_alternate", "train_joint"]
+__all__ = ["AlternateTrainer", "JointTrainer", "train", "train_alternate", "train_joint", "peak_rss_mib"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -44,6 +52,47 @@ CHECKPOINT_NAME = "checkpoint.pt"
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def peak_rss_mib() -> float | None:
+    """The peak resident memory of this process so far, in MiB (``getrusage``'s ``ru_maxrss``),
+    or None where the platform does not report it."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB elsewhere
+
+
+class _NodeMeter:
+    """Seconds and peak memory of each node over one round (see the module's docstring)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.peak: dict[str, float] = {}
+        self.growth: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def measure(self, name: str):
+        before = peak_rss_mib()
+        t = time.perf_counter()
+        yield
+        _sync(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+        after = peak_rss_mib()
+        if after is not None:
+            self.peak[name] = round(after, 1)
+            self.growth[name] = round(self.growth.get(name, 0.0) + after - before, 1)
+
+    def record(self) -> dict:
+        """The record's keys: ``node_seconds`` and, where measured, the memory per node."""
+        out = {"node_seconds": self.seconds}
+        if self.peak:
+            out["node_peak_rss_mib"] = self.peak
+            out["node_peak_rss_growth_mib"] = self.growth
+        return out
 
 
 class AlternateTrainer:
@@ -84,6 +133,7 @@ class AlternateTrainer:
         self.prefix = prefix
         self.history: list[dict] = []
         self.completed = 0
+        self._meter = _NodeMeter(graph.device)  # the current round's, filled by _run_round
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -150,15 +200,16 @@ class AlternateTrainer:
         start_round = self.completed
         for r in range(start_round + 1, self.rounds + 1):
             t0 = time.perf_counter()
+            self._meter = _NodeMeter(self.graph.device)
             try:
-                node_seconds = self._run_round(r)
+                self._run_round(r)
             except SerketError as error:  # say which round; the graph has named the node and port
                 raise with_context(error, f"round {r}") from error
             record = {
                 "round": r,
                 "mode": self.round_mode(r),
                 "seconds": time.perf_counter() - t0,
-                "node_seconds": node_seconds,
+                **self._meter.record(),
                 "metrics": self.evaluate(),
                 "diagnostics": {n: node.diagnostics() for n, node in self.graph.nodes.items()
                                 if hasattr(node, "diagnostics")},
@@ -179,14 +230,12 @@ class AlternateTrainer:
         return {"mode": "alternate"}
 
     def _run_round(self, r: int) -> dict[str, float]:
-        """One alternate round: every node of the schedule in turn; returns seconds per node."""
-        node_seconds: dict[str, float] = {}
+        """One alternate round: every node of the schedule in turn; returns seconds per node
+        (and leaves them, with the memory per node, in ``self._meter``)."""
         for name in self.schedule:
-            t = time.perf_counter()
-            self.graph.step(name)
-            _sync(self.graph.device)
-            node_seconds[name] = node_seconds.get(name, 0.0) + time.perf_counter() - t
-        return node_seconds
+            with self._meter.measure(name):
+                self.graph.step(name)
+        return self._meter.seconds
 
     def format_record(self, record: dict) -> str:
         times = " ".join(f"{n} {s:.1f}s" for n, s in record["node_seconds"].items() if s >= 0.05)
@@ -268,9 +317,20 @@ class JointTrainer(AlternateTrainer):
     def _run_round(self, r: int) -> dict[str, float]:
         if r <= self.warmup:
             return super()._run_round(r)
+        graph = self.graph
+        with self._meter.measure("joint"):
+            self._joint_round(r)
+        diff = set(self.differentiable)
+        for name in self.schedule:
+            if name in diff:
+                continue
+            with self._meter.measure(name):
+                graph.step(name)
+        return self._meter.seconds
+
+    def _joint_round(self, r: int) -> None:
+        """The joint part of a round: the differentiable modules' epochs and their publishing."""
         graph, device = self.graph, self.graph.device
-        node_seconds: dict[str, float] = {}
-        t = time.perf_counter()
         for name, node in graph.nodes.items():  # data first: observations publish what they hold
             if isinstance(node, Observation):
                 graph.store(name)
@@ -312,17 +372,6 @@ class JointTrainer(AlternateTrainer):
             module.joint_end()
             module.n_updates += 1  # a joint round is one update of each module in it
             graph.store(name)
-        _sync(device)
-        node_seconds["joint"] = time.perf_counter() - t
-        diff = set(self.differentiable)
-        for name in self.schedule:
-            if name in diff:
-                continue
-            t = time.perf_counter()
-            graph.step(name)
-            _sync(device)
-            node_seconds[name] = node_seconds.get(name, 0.0) + time.perf_counter() - t
-        return node_seconds
 
 
 def train_joint(graph: Graph, rounds: int, **kwargs) -> list[dict]:

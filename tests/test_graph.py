@@ -231,3 +231,33 @@ def test_tail_to_tail_sends_a_late_member_the_product_of_those_that_reported():
     out = c.publish()
     torch.testing.assert_close(out["c"].probs, pa * pb / (pa * pb).sum(1, keepdim=True))
     torch.testing.assert_close(out["a"].probs, pb)
+
+
+def test_head_to_head_scores_many_items_as_one_block_would():
+    """Items are scored a block at a time (memory); each figure is what the whole at once gives,
+    whatever the integer type of the word ids."""
+    gen = torch.Generator().manual_seed(3)
+    n, b, length, vocab = 700, 6, 9, 5
+    hyps = torch.randint(0, vocab, (n, b, length), generator=gen)
+    hyps[torch.rand(n, b, length, generator=gen) < 0.3] = -1
+    hyps[:, 0, 0] = 1  # every hypothesis has a word
+    probs = torch.softmax(torch.randn(n, vocab, generator=gen), 1)
+    scores = torch.randn(n, b, generator=gen)
+    valid = hyps >= 0
+    # the whole at once
+    word_logp = torch.gather(torch.log(probs.clamp_min(1e-30)), 1, hyps.clamp_min(0).flatten(1)).view_as(hyps)
+    log_w = (word_logp * valid).sum(dim=2)
+    bag = torch.zeros(n, vocab).scatter_add_(
+        1, hyps.clamp_min(0).reshape(n, -1), (torch.softmax(scores, 1).unsqueeze(2) * valid).reshape(n, -1))
+    reference = torch.multinomial(torch.softmax(log_w, 1), 1, generator=torch.Generator().manual_seed(0)).squeeze(1)
+    for dtype in (torch.int64, torch.int16):
+        node = HeadToHead("w", vocab_size=vocab, seed=0)
+        node.receive("proposer", NBest(hyps.to(dtype), scores))
+        node.update()
+        assert torch.equal(node.publish()["weighter"].counts, bag)
+        node.receive("weighter", Categorical(probs))
+        node.update()
+        assert torch.equal(node.chosen_, reference)
+        sent = node.publish()["proposer"]
+        assert torch.equal(sent.log_scores.squeeze(1), log_w[torch.arange(n), reference])
+        assert sent.hypotheses.dtype == dtype

@@ -319,7 +319,7 @@ def test_infer_on_the_training_utterances_is_the_in_sample_decode():
     logq = asr.frame_log_posteriors()
     _, item, position = asr._flat_frames()
     paths = out.hypotheses[item, :, position]
-    scores = torch.zeros_like(out.log_scores).index_add_(0, item, logq.gather(1, paths))
+    scores = torch.zeros_like(out.log_scores).index_add_(0, item, logq.gather(1, paths.long()))
     torch.testing.assert_close(out.log_scores, scores, rtol=1e-5, atol=1e-4)
 
 

@@ -137,7 +137,7 @@ def normalise_features(features: torch.Tensor, lengths: torch.Tensor,
         variance = (squares / group_counts)[group]
     else:
         variance = squares / counts
-    return centred * torch.rsqrt(variance + eps)[:, None, :]
+    return centred.mul_(torch.rsqrt(variance + eps)[:, None, :])
 
 
 def pooled_features(features: torch.Tensor, lengths: torch.Tensor, *, segments: int = 3,
@@ -414,14 +414,21 @@ class FrontEnd(nn.Module):
             if self.normalise != "speaker":  # per-utterance statistics: normalise while small
                 chunk = normalise_features(chunk, chunk_frames, self.normalise)
             pieces.append((chunk, chunk_frames))
+        # each batch goes straight to its utterances' rows, zero padded, and is let go: one
+        # padded copy of the features is held, never the batches, their padding and a reordering
         longest = max(piece[0].shape[1] for piece in pieces)
-        features = torch.cat([nn.functional.pad(f, (0, 0, 0, longest - f.shape[1]))
-                              for f, _ in pieces])
-        frames = torch.cat([n for _, n in pieces])
-        restore = torch.empty(len(order), dtype=torch.int64)
-        restore[torch.tensor(order)] = torch.arange(len(order))
-        restore = restore.to(features.device)
-        features, frames = features[restore], frames[restore]
+        first = pieces[0][0]
+        features = first.new_zeros(len(order), longest, first.shape[2])
+        frames = pieces[0][1].new_empty(len(order))
+        positions = torch.tensor(order, device=features.device)
+        start = 0
+        while pieces:
+            chunk, chunk_frames = pieces.pop(0)
+            rows = positions[start:start + chunk.shape[0]]
+            features[rows, :chunk.shape[1]] = chunk
+            frames[rows] = chunk_frames
+            start += chunk.shape[0]
+            del chunk
         if self.normalise == "speaker":
             features = normalise_features(features, frames, "speaker", speakers)
         return features, frames
@@ -450,4 +457,4 @@ def trim_silence(features: torch.Tensor, lengths: torch.Tensor, *, channel: int 
     width = int(new_lengths.max())
     index = (first[:, None] + torch.arange(width, device=features.device)[None, :]).clamp(max=features.shape[1] - 1)
     trimmed = features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
-    return trimmed * _valid_frames(new_lengths, width)[:, :, None], new_lengths
+    return trimmed.mul_(_valid_frames(new_lengths, width)[:, :, None]), new_lengths

@@ -69,17 +69,19 @@ def coherence(model, images, speech, labels, classifier: DigitClassifier) -> dic
 
 
 def merge_histories(*histories: list[dict]) -> list[dict]:
-    """Per-round records of graphs trained side by side, as one: metrics and step times joined,
-    seconds added (the cost of training them one after the other)."""
+    """Per-round records of graphs trained side by side, as one: metrics, step times and memory
+    per node joined, seconds added (the cost of training them one after the other)."""
     if len({len(h) for h in histories}) != 1:
         raise DataError(f"histories of different lengths cannot be merged: {[len(h) for h in histories]}")
     merged = []
     for records in zip(*histories):
-        record = {**records[0], "metrics": {}, "seconds": 0.0, "node_seconds": {}}
+        per_node = ("node_seconds", "node_peak_rss_mib", "node_peak_rss_growth_mib")
+        record = {**records[0], "metrics": {}, "seconds": 0.0, **{key: {} for key in per_node}}
         for r in records:
             record["metrics"].update(r["metrics"])
             record["seconds"] += r["seconds"]
-            record["node_seconds"].update(r.get("node_seconds", {}))
+            for key in per_node:
+                record[key].update(r.get(key, {}))
         merged.append(record)
     return merged
 

@@ -201,6 +201,18 @@ def _node_seconds(history) -> dict[str, float]:
     return total
 
 
+def _node_memory(history) -> dict[str, tuple[float, float]]:
+    """``{node: (largest peak resident memory after its work, largest growth of the peak it
+    caused in one round)}`` over per-round records (MiB; records without memory are skipped)."""
+    out: dict[str, tuple[float, float]] = {}
+    for record in history:
+        growth = record.get("node_peak_rss_growth_mib", {})
+        for name, peak in record.get("node_peak_rss_mib", {}).items():
+            old = out.get(name, (0.0, 0.0))
+            out[name] = (max(old[0], peak), max(old[1], growth.get(name, 0.0)))
+    return out
+
+
 def _held_out_table(runs: dict, summary: dict, held_out_line: str | None) -> list[str]:
     """The held-out table's lines (accuracy, mean ± sd over seeds, per configuration and key);
     fills ``summary[config]["held_out"]``. No lines when no run has held-out figures."""
@@ -334,6 +346,12 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
         lines += ["", "where the time goes (all runs; a shared half counted once per row that shows it): "
                   + ", ".join(f"{n} {t:.0f} s ({100 * t / total:.0f}%)"
                               for n, t in sorted(where.items(), key=lambda kv: -kv[1]))]
+    memory_by_node = _node_memory([h for rs in done.values() for h in rs["history"]])
+    if memory_by_node:
+        lines += ["", "where the memory goes (largest over runs: the run's process at its peak after the node's "
+                  "work, and in brackets how far the node's work raised that peak in one round): "
+                  + ", ".join(f"{n} {peak:.0f} MiB (+{growth:.0f})" for n, (peak, growth)
+                              in sorted(memory_by_node.items(), key=lambda kv: -kv[1][0]))]
     lines += ["", f"seeds {seeds}; mean ± sd across seeds; accuracy after Hungarian matching of "
                   f"categories to the true digits (labels reach the metrics only).",
               f"wall-clock {wall:.0f} s for {len(tasks)} runs, " + (

@@ -31,9 +31,12 @@ the memory of itself and its workers together (:class:`MemoryWatch`).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -166,10 +169,25 @@ def _run_task(run: Callable, task: Task, threads: int) -> dict:
             result = run(task.piece, task.seed, task.checkpoint_dir, task.draw)
     finally:
         torch.set_num_threads(saved)
+        _give_back_freed_memory()
     if not isinstance(result, dict) or "history" not in result:
         raise ConfigError(f"the run function of {task.name} returned {type(result).__name__}, "
                           "not a dict with the trainer's 'history'")
     return {**result, "wall_seconds": time.perf_counter() - t0, "peak_rss_mib": watch.peak}
+
+
+def _give_back_freed_memory() -> None:
+    """Return to the system what the C allocator keeps of memory freed by the last run (glibc
+    keeps freed blocks for reuse; a worker would carry them into its next run)."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _worker_start(threads: int) -> None:
@@ -230,6 +248,27 @@ def execute(run: Callable, tasks: list[Task], *, workers: int = 1, threads: int 
     return {(task.piece, task.seed): outcome for task, outcome in outcomes.items()}
 
 
+@contextmanager
+def _main_script_kept_out(run: Callable):
+    """While worker processes start: unless ``run`` lives in the main script, do not let them
+    run that script again. A ``spawn`` worker re-imports the parent's main script to find what
+    was defined there; a script that calls a benchmark at its top level, without an
+    ``if __name__ == "__main__":`` guard, would start a sweep inside every worker."""
+    func = run.func if isinstance(run, partial) else run
+    main = sys.modules.get("__main__")
+    if main is None or getattr(func, "__module__", None) == "__main__":
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    try:
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _in_processes(run, tasks, workers, threads, progress) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -244,8 +283,9 @@ def _in_processes(run, tasks, workers, threads, progress) -> dict:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_start, initargs=(threads,)) as pool:
             futures = {}
-            for task in tasks:
-                futures[pool.submit(_run_task, run, task, threads)] = task
+            with _main_script_kept_out(run):  # the workers start as tasks are submitted
+                for task in tasks:
+                    futures[pool.submit(_run_task, run, task, threads)] = task
             for task in tasks[:workers]:
                 progress.started(task)
             queued = list(tasks[workers:])
