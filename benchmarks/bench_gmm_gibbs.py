@@ -10,6 +10,13 @@ Neuro-SERKET MNIST experiment's latent space). Three samplers of the same model:
 * per point (textbook): a hand-written loop that takes each point out of its cluster's
   statistics, scores every cluster with the Student-t predictive, draws, and puts it back.
 
+The kernels of a blocked sweep: on a GPU the sweep is latency-bound (a few hundred small
+kernels per sweep, each launched from Python), so the benchmark also counts the torch operators
+one sweep calls (each one that is not a view or an allocation launches at least one kernel on a
+GPU), for the module's sweep and for :func:`reference_sweep`, the sweep as it was written before
+it was restructured for fewer kernels (issue 14), and checks that both draw the same chain to
+the bit.
+
 Measured on this problem (the figures the GMM's docstring once carried): at the default 256
 items per block the blocked and the exact sampler reach the same clusterings and log joints
 within their own run-to-run spread (three seeds, 20 sweeps), and a sweep costs 12 batched steps
@@ -22,23 +29,154 @@ Usage::
 """
 
 import argparse
+import collections
+import contextlib
 import statistics
 import time
 import warnings
 
 import serket  # noqa: F401  (first: sets the thread policy before torch loads)
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from serket.bench.reporting import write_json
 from serket.modules.gmm import (
     GMM,
     ClusterCollapseWarning,
     NormalWishart,
+    SweepResult,
+    _count_terms,
+    _features,
+    _moments,
+    _posterior,
+    _quadratic_forms,
     gibbs_sweep,
     normal_wishart_posterior,
     student_t_log_predictive,
     sufficient_statistics,
 )
+from serket.sampling import gumbel_noise
+
+# operators that only make a view of a tensor or allocate one: no kernel on any device
+NO_KERNEL_OPS = {"view", "_unsafe_view", "slice", "select", "t", "transpose", "expand", "diagonal", "squeeze",
+                 "unsqueeze", "reshape", "as_strided", "alias", "permute", "detach", "unbind", "split",
+                 "narrow", "empty", "empty_like", "empty_strided"}
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts the aten operators called inside it (by name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+    def kernels(self):
+        """Operators that do more than make a view or allocate: on a GPU, each launches one
+        kernel or more."""
+        return sum(count for name, count in self.calls.items() if name not in NO_KERNEL_OPS)
+
+    def host_syncs(self):
+        """``.item()``, ``.tolist()``, ``bool(tensor)``...: each waits for the device."""
+        return self.calls["_local_scalar_dense"]
+
+
+def reference_sweep(points, assignments, prior, *, alpha, n_clusters, block_size, generator,
+                    log_prior=None, record=False, statistics=None):
+    """:func:`gibbs_sweep` as it was before issue 14 (the same arithmetic in the same order, but
+    with the monomials, the identity, three count-table gathers and the one-hot comparisons made
+    in every block, the table of count terms made in every sweep and the draws and conditionals
+    written block by block), kept to count its operators and to check the module's sweep against."""
+    n, dim = points.shape
+    dtype, device = points.dtype, points.device
+    labels = torch.arange(n_clusters, device=device)
+    moments = _moments(points, assignments, n_clusters) if statistics is None else statistics
+    base = prior.scale0 + prior.kappa0 * torch.outer(prior.mean0, prior.mean0)
+    kappa0_mean0 = prior.kappa0 * prior.mean0
+    every_count = torch.arange(n + 1, dtype=dtype, device=device)
+    kappas, nus = prior.kappa0 + every_count, prior.nu0 + every_count
+    table = _count_terms(kappas, nus, every_count, alpha, n_clusters, dim)
+    order = torch.randperm(n, generator=generator, device=device)
+    gumbel = gumbel_noise((n, n_clusters), generator=generator, dtype=dtype, device=device)
+    xs, current = points[order], assignments[order]
+    log_prior = None if log_prior is None else log_prior[order]
+    if record:
+        conditionals = torch.empty(n, n_clusters, dtype=dtype, device=device)
+        own_conditionals = torch.empty_like(conditionals)
+    tiny = torch.finfo(dtype).tiny
+    for start in range(0, n, block_size):
+        block = slice(start, start + block_size)
+        old = current[block]
+        counts, sums, outer = moments[:, 0], moments[:, 1:1 + dim], moments[:, 1 + dim:].reshape(n_clusters, dim, dim)
+        count = counts.long()
+        post = _posterior(kappas[count], nus[count], kappa0_mean0 + sums, outer, base)
+        features = _features(xs[block])
+        eye = torch.eye(dim, dtype=dtype, device=device)
+        a = (features @ _quadratic_forms(post.chol, post.mean, eye)).clamp_min(0)
+        terms, half_logdet = table[count], 0.5 * post.logdet
+        log_new = (terms[:, 0] - half_logdet) - terms[:, 4] * torch.log1p(terms[:, 2] * a)
+        log_own = (terms[:, 1] - half_logdet) - terms[:, 5] * torch.log((1 - terms[:, 3] * a).clamp_min(tiny))
+        logits = torch.where(old[:, None] == labels, log_own, log_new)
+        full = logits if log_prior is None else logits + log_prior[block]
+        new = (full + gumbel[block]).argmax(1)
+        if record:
+            conditionals[block] = torch.softmax(full, 1)
+            own_conditionals[block] = torch.softmax(logits, 1)
+        delta = (new[:, None] == labels).to(dtype) - (old[:, None] == labels).to(dtype)
+        moments = moments + delta.T @ features
+        current[block] = new
+    assignments[order] = current
+    if not record:
+        return SweepResult(assignments, moments, None, None)
+    unsorted = torch.empty_like(conditionals), torch.empty_like(own_conditionals)
+    unsorted[0][order], unsorted[1][order] = conditionals, own_conditionals
+    return SweepResult(assignments, moments, unsorted[0], unsorted[1])
+
+
+def compare_sweeps(points, assignments, prior, *, k, block_size, log_prior, seed=4):
+    """Operators of a sweep (the second of an update: statistics carried, nothing recorded) of
+    the module's sweep and of the reference, and whether both chains agree to the bit after a
+    third sweep that records the conditionals, as an update's last one does."""
+    outcomes = {}
+    for name, sweep in (("module", gibbs_sweep), ("reference", reference_sweep)):
+        chain = assignments.clone()
+        generator = torch.Generator(device=points.device).manual_seed(seed)
+        counter, carried = OperatorCount(), None
+        for s in range(3):
+            with counter if s == 1 else contextlib.nullcontext():
+                result = sweep(points, chain, prior, alpha=1.0, n_clusters=k, block_size=block_size,
+                               generator=generator, log_prior=log_prior, record=s == 2,
+                               statistics=carried)
+            carried = result.statistics
+        outcomes[name] = (counter, result)
+    (mine, got), (theirs, expected) = outcomes["module"], outcomes["reference"]
+    identical = all(torch.equal(x, y) for x, y in zip(got, expected))
+    return mine, theirs, identical
+
+
+def time_against_reference(points, assignments, prior, *, k, block_size, log_prior, repeats, seed):
+    """Seconds of a sweep of the module's sweep and of the reference, each on its own chain,
+    timed in turn (so that a busy machine slows both alike); medians."""
+    chains = {}
+    for name, sweep in (("module", gibbs_sweep), ("reference", reference_sweep)):
+        generator = torch.Generator(device=points.device).manual_seed(seed)
+        chain = assignments.clone()
+        carried = sweep(points, chain, prior, alpha=1.0, n_clusters=k, block_size=block_size,
+                        generator=generator, log_prior=log_prior).statistics
+        chains[name] = [sweep, chain, generator, carried, []]
+    for _ in range(repeats):
+        for state in chains.values():
+            sweep, chain, generator, carried, times = state
+            _sync(points.device)
+            start = time.perf_counter()
+            state[3] = sweep(points, chain, prior, alpha=1.0, n_clusters=k, block_size=block_size,
+                             generator=generator, log_prior=log_prior, statistics=carried).statistics
+            _sync(points.device)
+            times.append(time.perf_counter() - start)
+    return chains["module"][4], chains["reference"][4]
 
 
 def synthetic_mixture(n, dim, k, generator, dtype=torch.float64):
@@ -134,6 +272,15 @@ def main(argv=None):
                             repeats=loop_repeats, seed=3)
     textbook = time_textbook(points, start.clone(), prior, k=args.k, repeats=loop_repeats, seed=3)
 
+    # operators (kernels on a GPU) per sweep, against the sweep before issue 14; with a prior on c
+    # as in a graph (the trainer sends one)
+    log_prior = torch.log_softmax(torch.randn(args.n, args.k, generator=torch.Generator().manual_seed(5),
+                                              dtype=torch.float64), 1).to(device)
+    mine, theirs, identical = compare_sweeps(points, start.clone(), prior, k=args.k,
+                                             block_size=args.block_size, log_prior=log_prior)
+    with_prior, reference = time_against_reference(points, start, prior, k=args.k, block_size=args.block_size,
+                                                   log_prior=log_prior, repeats=4 * args.repeats, seed=3)
+
     # a whole default update (50 sweeps, k-means++ start) through the module, for scale
     gmm = GMM("bench", n_clusters=args.k, dim=args.dim, device=device)
     _sync(device)
@@ -156,6 +303,16 @@ def main(argv=None):
         "per_point_all_s": per_point,
         "textbook_all_s": textbook,
         "update_50_sweeps_s": update_s,
+        "with_prior_sweep_s": statistics.median(with_prior),
+        "reference_sweep_s": statistics.median(reference),
+        "with_prior_all_s": with_prior,
+        "reference_all_s": reference,
+        "kernels_per_sweep": mine.kernels(),
+        "operators_per_sweep": sum(mine.calls.values()),
+        "reference_kernels_per_sweep": theirs.kernels(),
+        "reference_operators_per_sweep": sum(theirs.calls.values()),
+        "host_syncs_per_sweep": mine.host_syncs(),
+        "identical_to_reference": identical,
     }
     figures["speedup"] = figures["per_point_sweep_s"] / figures["vectorised_sweep_s"]
     figures["speedup_vs_textbook"] = figures["textbook_sweep_s"] / figures["vectorised_sweep_s"]
@@ -168,6 +325,19 @@ def main(argv=None):
     print(f"  per point, textbook loop:        {ms['textbook_sweep_s']:9.2f} ms  (median of {len(textbook)})"
           f"  -> {figures['speedup_vs_textbook']:.0f}x")
     print(f"  a default update (50 sweeps, k-means++ start): {update_s:.2f} s")
+    blocks = -(-args.n // args.block_size)
+    print(f"  with a prior on c, against the sweep before issue 14 (timed in turn):")
+    print(f"    kernels (operators other than views and allocations) per sweep: {figures['kernels_per_sweep']} "
+          f"({figures['kernels_per_sweep'] / blocks:.1f} per block of {blocks}, "
+          f"{figures['kernels_per_sweep'] / args.n:.3f} per item; all operators "
+          f"{figures['operators_per_sweep']}), host syncs {figures['host_syncs_per_sweep']}")
+    print(f"    before issue 14: {figures['reference_kernels_per_sweep']} kernels "
+          f"({figures['reference_operators_per_sweep']} operators)  -> now "
+          f"{figures['kernels_per_sweep'] / figures['reference_kernels_per_sweep']:.2f}x the kernels")
+    print(f"    a sweep: {1e3 * figures['with_prior_sweep_s']:.2f} ms, before "
+          f"{1e3 * figures['reference_sweep_s']:.2f} ms (medians of {len(reference)})  -> now "
+          f"{figures['with_prior_sweep_s'] / figures['reference_sweep_s']:.2f}x the time; "
+          f"same chain to the bit: {identical}")
     if args.json:
         write_json(args.json, figures)
     return figures

@@ -6,7 +6,9 @@
 # 1. installs the project (no network: --no-deps, any wheels it lacks from .device/whl);
 # 2. runs the test suite: the conformance checks move every module to CUDA when there is one
 #    (the speech-synthesis tests are left out where espeak-ng is not installed);
-# 3. runs every architecture benchmark's smoke setting with --device cuda;
+# 3. runs every architecture benchmark's smoke setting with --device cuda (its runs in as many
+#    worker processes as the machine has cores, sharing the one device), then the GMM's sweep
+#    benchmark (kernels per sweep, time against the old sweep);
 # 4. runs `serket bench multimodal --device cuda` on the seeds given (none: skipped), for
 #    figures beside the CPU run.
 # Data: $SERKET_DATA_DIR, default .device/data (a copy of ../shared/data). Logs and results
@@ -47,6 +49,12 @@ for bench in vae-gmm lda-asr neuro-serket multimodal; do
         status=1; tail -30 /tmp/smoke.log | tee -a "$LOG"
     fi
 done
+
+# the Gibbs GMM's sweep on the device: kernels per sweep, time against the pre-change sweep,
+# the same chain to the bit
+echo "== bench_gmm_gibbs --device cuda" | tee -a "$LOG"
+$PY "$SRC/benchmarks/bench_gmm_gibbs.py" --device cuda --n 2700 --repeats 3 --json "$OUT/gmm_gibbs.json" > /tmp/gmm_gibbs.log 2>&1 || status=1
+tail -8 /tmp/gmm_gibbs.log | tee -a "$LOG"
 
 if [ "$#" -gt 0 ]; then
     echo "== serket bench multimodal --device cuda --seeds $*" | tee -a "$LOG"

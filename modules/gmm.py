@@ -49,6 +49,7 @@ and float64 costs little at these sizes.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import NamedTuple
@@ -151,15 +152,24 @@ def sufficient_statistics(points: torch.Tensor, assignments: torch.Tensor, n_clu
     return _split_moments(_moments(points, assignments, n_clusters), points.shape[1])
 
 
-def _posterior(kappa, nu, weighted_sums, outer, base) -> ClusterPosterior:
+def _mean_scale_cholesky(kappa, weighted_sums, outer, base):
     # weighted_sums = kappa0 m0 + sum x = kappa m;  base = S0 + kappa0 m0 m0^T
     mean = weighted_sums / kappa[:, None]
     # only the lower triangle is read by the Cholesky, so rounding asymmetry is harmless
     scale = base + outer - mean[:, :, None] * weighted_sums[:, None, :]
     # cholesky_ex does not synchronise with the host (no error check): the sweep stays on the device
     chol, _ = torch.linalg.cholesky_ex(scale)
-    logdet = 2.0 * chol.diagonal(dim1=1, dim2=2).log().sum(-1)
-    return ClusterPosterior(kappa, nu, mean, scale, chol, logdet)
+    return mean, scale, chol
+
+
+def _half_logdet(chol):
+    # 1/2 log det S from its Cholesky factor (the same bits as 0.5 * (2.0 * ...): powers of two)
+    return chol.diagonal(dim1=1, dim2=2).log().sum(-1)
+
+
+def _posterior(kappa, nu, weighted_sums, outer, base) -> ClusterPosterior:
+    mean, scale, chol = _mean_scale_cholesky(kappa, weighted_sums, outer, base)
+    return ClusterPosterior(kappa, nu, mean, scale, chol, 2.0 * _half_logdet(chol))
 
 
 def normal_wishart_posterior(prior: NormalWishart, counts, sums, outer) -> ClusterPosterior:
@@ -169,16 +179,15 @@ def normal_wishart_posterior(prior: NormalWishart, counts, sums, outer) -> Clust
                       prior.kappa0 * prior.mean0 + sums, outer, base)
 
 
-def _quadratic_forms(post: ClusterPosterior) -> torch.Tensor:
-    """(1 + D + D^2, K) such that ``_features(x) @ Q = (x - m_k)^T S_k^-1 (x - m_k)``."""
-    n_clusters, dim = post.mean.shape
+def _quadratic_forms(chol, mean, eye) -> torch.Tensor:
+    """(1 + D + D^2, K) such that ``_features(x) @ Q = (x - m_k)^T S_k^-1 (x - m_k)``, from the
+    Cholesky factors (K, D, D) of the ``S_k``, the means (K, D) and the (D, D) identity."""
     # P = L^-T L^-1 by a triangular solve: cholesky_inverse would check errors on the host (a sync)
-    eye = torch.eye(dim, dtype=post.chol.dtype, device=post.chol.device)
-    inverse = torch.linalg.solve_triangular(post.chol, eye, upper=False)
+    inverse = torch.linalg.solve_triangular(chol, eye, upper=False)
     precision = inverse.mT @ inverse
-    pm = (precision @ post.mean[:, :, None]).squeeze(-1)
-    mpm = (post.mean * pm).sum(-1, keepdim=True)
-    return torch.cat([mpm, -2 * pm, precision.reshape(n_clusters, dim * dim)], 1).T
+    pm = (precision @ mean[:, :, None]).squeeze(-1)
+    mpm = (mean * pm).sum(-1, keepdim=True)
+    return torch.cat([mpm, -2 * pm, precision.flatten(1)], 1).T
 
 
 def _mahalanobis(points, post: ClusterPosterior):
@@ -188,7 +197,8 @@ def _mahalanobis(points, post: ClusterPosterior):
     ``1e-16 (|x|^2 + |m|^2) / sigma^2``, far below what matters (data are centred on the prior
     mean first); rounding below zero is clamped.
     """
-    return (_features(points) @ _quadratic_forms(post)).clamp_min(0)
+    eye = torch.eye(points.shape[1], dtype=post.chol.dtype, device=post.chol.device)
+    return (_features(points) @ _quadratic_forms(post.chol, post.mean, eye)).clamp_min(0)
 
 
 def _log_t_constant(kappa, nu, dim: int):
@@ -201,10 +211,12 @@ def _count_terms(kappa, nu, counts, alpha: float, n_clusters: int, dim: int) -> 
     """The parts of the collapsed conditional that depend on a cluster's count only: (M, 6)
     for M clusters with the given ``kappa``, ``nu`` and ``counts`` (each (M,)).
 
-    Columns: for a new member, ``log(n + alpha/K) + t-constant``, ``kappa/(kappa+1)``,
-    ``(nu+1)/2``; for a current member left out, the same constant at ``n - 1``,
-    ``c = kappa/(kappa-1)``, ``(nu-1)/2``. The sweep evaluates them once for every count
-    0..N and looks them up, which saves a dozen small kernels per block.
+    Columns, in pairs (a new member, then a current member left out), so that each step of
+    :func:`_log_conditionals` is one kernel for both: the constants ``log(n + alpha/K) +
+    t-constant`` and the same at ``n - 1``; the factors of the Mahalanobis term
+    ``kappa/(kappa+1)`` and ``c = kappa/(kappa-1)``; the factors of the logarithms
+    ``(nu+1)/2`` and ``-(nu-1)/2`` (negated, so that both are subtracted). The sweep evaluates
+    them once for every count 0..N and looks them up, which saves a dozen small kernels per block.
     """
     weight = alpha / n_clusters
     new = torch.log(counts + weight) + _log_t_constant(kappa, nu, dim)
@@ -213,8 +225,20 @@ def _count_terms(kappa, nu, counts, alpha: float, n_clusters: int, dim: int) -> 
     safe_nu = torch.where(member, nu, nu + 1)
     own = (torch.log(torch.where(member, counts - 1 + weight, weight))
            + _log_t_constant(safe_kappa - 1, safe_nu - 1, dim))
-    return torch.stack([new, kappa / (kappa + 1), 0.5 * (nu + 1),
-                        own, safe_kappa / (safe_kappa - 1), 0.5 * (safe_nu - 1)], dim=1)
+    return torch.stack([new, own, kappa / (kappa + 1), safe_kappa / (safe_kappa - 1),
+                        0.5 * (nu + 1), -0.5 * (safe_nu - 1)], dim=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _count_table(n: int, kappa0: float, nu0: float, alpha: float, n_clusters: int, dim: int,
+                 dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n + 1, 7): for every count 0..n, ``kappa`` and then :func:`_count_terms`. Each block of
+    a sweep looks its K clusters' rows up in one gather; kept between the sweeps of an update
+    (read only, never written)."""
+    every_count = torch.arange(n + 1, dtype=dtype, device=device)
+    kappas = kappa0 + every_count
+    terms = _count_terms(kappas, nu0 + every_count, every_count, alpha, n_clusters, dim)
+    return torch.cat([kappas[:, None], terms], 1)
 
 
 def student_t_log_predictive(points, post: ClusterPosterior):
@@ -225,15 +249,19 @@ def student_t_log_predictive(points, post: ClusterPosterior):
     return const - 0.5 * (post.nu + 1) * torch.log1p(post.kappa / (post.kappa + 1) * a)
 
 
-def _log_conditionals(a, own, logdet, terms, labels):
-    # a: (B, K) Mahalanobis terms; terms: _count_terms of each cluster's current count
-    half_logdet = 0.5 * logdet
-    log_new = (terms[:, 0] - half_logdet) - terms[:, 2] * torch.log1p(terms[:, 1] * a)
+def _log_conditionals(a, is_own, half_logdet, terms):
+    # a: (B, K) Mahalanobis terms; is_own: (B, K) each item's current cluster; terms:
+    # _count_terms of each cluster's current count. On a last axis of two, each item joining
+    # cluster k (0) and each item staying in its own cluster k, left out (1): one kernel a step
+    constants = terms[:, :2] - half_logdet[:, None]
+    scaled = a[:, :, None] * terms[:, 2:4]  # kappa/(kappa+1) a, c a
+    logs = torch.empty_like(scaled)
+    torch.log1p(scaled[..., 0], out=logs[..., 0])
     # own cluster, leave-one-out: S' = S - c u u^T, det S' = det S (1 - c a); 1 - c a > 0 in
     # exact arithmetic (it is det S' / det S), the clamp only guards rounding
-    shrink = (1 - terms[:, 4] * a).clamp_min(torch.finfo(a.dtype).tiny)
-    log_own = (terms[:, 3] - half_logdet) + terms[:, 5] * torch.log(shrink)
-    return torch.where(own[:, None] == labels, log_own, log_new)
+    torch.log((1 - scaled[..., 1]).clamp_min_(torch.finfo(a.dtype).tiny), out=logs[..., 1])
+    log_joining_or_staying = constants - terms[:, 4:6] * logs
+    return torch.where(is_own, log_joining_or_staying[..., 1], log_joining_or_staying[..., 0])
 
 
 def collapsed_log_conditionals(points, own, counts, post: ClusterPosterior, alpha: float):
@@ -244,8 +272,8 @@ def collapsed_log_conditionals(points, own, counts, post: ClusterPosterior, alph
     """
     n_clusters, dim = counts.shape[0], points.shape[1]
     terms = _count_terms(post.kappa, post.nu, counts, alpha, n_clusters, dim)
-    labels = torch.arange(n_clusters, device=points.device)
-    return _log_conditionals(_mahalanobis(points, post), own, post.logdet, terms, labels)
+    is_own = own[:, None] == torch.arange(n_clusters, device=points.device)
+    return _log_conditionals(_mahalanobis(points, post), is_own, 0.5 * post.logdet, terms)
 
 
 def log_marginal_likelihood(prior: NormalWishart, counts, post: ClusterPosterior):
@@ -296,43 +324,48 @@ def gibbs_sweep(points, assignments, prior: NormalWishart, *, alpha: float, n_cl
     """
     n, dim = points.shape
     dtype, device = points.dtype, points.device
-    labels = torch.arange(n_clusters, device=device)
     moments = _moments(points, assignments, n_clusters) if statistics is None else statistics
     base = prior.scale0 + prior.kappa0 * torch.outer(prior.mean0, prior.mean0)
     kappa0_mean0 = prior.kappa0 * prior.mean0
-    # everything that depends on a cluster's count only, for every count 0..N, looked up below
-    every_count = torch.arange(n + 1, dtype=dtype, device=device)
-    kappas, nus = prior.kappa0 + every_count, prior.nu0 + every_count
-    table = _count_terms(kappas, nus, every_count, alpha, n_clusters, dim)
+    eye = torch.eye(dim, dtype=dtype, device=device)
+    table = _count_table(n, float(prior.kappa0), float(prior.nu0), float(alpha), n_clusters, dim,
+                         dtype, device)
 
     order = torch.randperm(n, generator=generator, device=device)
     gumbel = gumbel_noise((n, n_clusters), generator=generator, dtype=dtype, device=device)
-    # work in visiting order so that each block is a slice, not a gather
-    xs, current = points[order], assignments[order]
+    # in visiting order, so that each block is a slice; the monomials of all items at once (the
+    # same size as the statistics' first computation), not a few small kernels per block
+    features = _features(points[order])
+    # blocks are disjoint, so the assignments before the sweep are each block's old ones
+    one_hot = torch.eye(n_clusters, dtype=dtype, device=device)
+    old_one_hot = one_hot[assignments[order]]
+    is_old_all = old_one_hot.bool()
     log_prior = None if log_prior is None else log_prior[order]
-    if record:
-        conditionals = torch.empty(n, n_clusters, dtype=dtype, device=device)
-        own_conditionals = torch.empty_like(conditionals)
+    drawn, seen, seen_with_prior = [], [], []
     for start in range(0, n, block_size):
         block = slice(start, start + block_size)
-        old = current[block]
-        counts, sums, outer = _split_moments(moments, dim)
-        count = counts.long()
-        post = _posterior(kappas[count], nus[count], kappa0_mean0 + sums, outer, base)
-        features = _features(xs[block])
-        a = (features @ _quadratic_forms(post)).clamp_min(0)
-        logits = _log_conditionals(a, old, post.logdet, table[count], labels)
+        # the K clusters' posteriors, batched: one gather of the count terms, one Cholesky
+        terms = table[moments[:, 0].long()]
+        weighted_sums = kappa0_mean0 + moments[:, 1:1 + dim]
+        outer = moments[:, 1 + dim:].reshape(n_clusters, dim, dim)
+        mean, _, chol = _mean_scale_cholesky(terms[:, 0], weighted_sums, outer, base)
+        a = (features[block] @ _quadratic_forms(chol, mean, eye)).clamp_min(0)
+        logits = _log_conditionals(a, is_old_all[block], _half_logdet(chol), terms[:, 1:])
         full = logits if log_prior is None else logits + log_prior[block]
         new = (full + gumbel[block]).argmax(1)  # Gumbel-max: a draw from softmax(full)
         if record:
-            conditionals[block] = torch.softmax(full, 1)
-            own_conditionals[block] = torch.softmax(logits, 1)
-        delta = (new[:, None] == labels).to(dtype) - (old[:, None] == labels).to(dtype)
-        moments = moments + delta.T @ features  # counts stay exact integers in float64
-        current[block] = new
-    assignments[order] = current
+            seen.append(logits)
+            seen_with_prior.append(full)
+        delta = one_hot[new] - old_one_hot[block]  # entries 0, +-1: counts stay exact integers
+        moments = moments + delta.T @ features[block]
+        drawn.append(new)
+    assignments[order] = torch.cat(drawn)
     if not record:
         return SweepResult(assignments, moments, None, None)
+    # softmax is row by row: one call on all the blocks' rows gives each block's to the bit
+    own_conditionals = torch.softmax(torch.cat(seen), 1)
+    conditionals = (own_conditionals if log_prior is None
+                    else torch.softmax(torch.cat(seen_with_prior), 1))
     unsorted = torch.empty_like(conditionals), torch.empty_like(own_conditionals)
     unsorted[0][order], unsorted[1][order] = conditionals, own_conditionals
     return SweepResult(assignments, moments, unsorted[0], unsorted[1])
