@@ -387,6 +387,26 @@ def _row_blocks(n: int):
     return [slice(start, min(start + _ROW_BLOCK, n)) for start in range(0, n, _ROW_BLOCK)]
 
 
+def _blocks_by_length(hyps: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """N-best hypotheses (N, B, L), padded with -1, in blocks of ``_ROW_BLOCK`` items of similar
+    length: ``[(item indices, their hypotheses without the padding none of them uses)]``.
+
+    The message is padded to the longest utterance of all; scored in that shape, every item
+    would cost as much as the longest. Items ordered by length (stably) and cut to the longest
+    of their block cost what their own words cost: a round grows with the number of frames."""
+    # an item's length: one past its last word in any hypothesis (padding need not be a suffix)
+    position = torch.arange(1, hyps.shape[2] + 1, device=hyps.device)
+    lengths = torch.cat([((hyps[rows] >= 0).any(1) * position).amax(1) for rows in _row_blocks(hyps.shape[0])]) \
+        if hyps.shape[0] and hyps.shape[2] else torch.zeros(hyps.shape[0], dtype=torch.long, device=hyps.device)
+    order = torch.argsort(lengths, stable=True)
+    blocks = []
+    for rows in _row_blocks(hyps.shape[0]):
+        index = order[rows]
+        width = int(lengths[index].max())
+        blocks.append((index, hyps[index, :, :width]))
+    return blocks
+
+
 def sir_resample(log_scores: torch.Tensor, log_weights: torch.Tensor, generator=None) -> torch.Tensor:
     """Sampling-importance-resampling: one index per item.
 
@@ -452,8 +472,9 @@ class HeadToHead(Node):
     def update(self):
         self.outgoing_ = {}
         prop, weigh = self.inbox.get("proposer"), self.inbox.get("weighter")
+        blocks = _blocks_by_length(prop.hypotheses) if isinstance(prop, NBest) else None
         if isinstance(prop, NBest):
-            self.outgoing_["weighter"] = self.bag_of_words(prop)
+            self.outgoing_["weighter"] = self.bag_of_words(prop, blocks)
         if prop is None or weigh is None:
             return
         check_items(self, "what the proposer sent", prop.n_items, "what the weighter sent", weigh.n_items)
@@ -468,11 +489,10 @@ class HeadToHead(Node):
             # a block of items at a time: the (N, B, L) temporaries (int64 ids, their log
             # probabilities) would be the largest tensors of a run; each row is computed as a whole
             log_w = torch.empty(hyps.shape[:2], dtype=logp.dtype, device=hyps.device)
-            for rows in _row_blocks(hyps.shape[0]):
-                block = hyps[rows]
+            for index, block in blocks:
                 valid = block >= 0
-                word_logp = torch.gather(logp[rows], 1, block.clamp_min(0).flatten(1).long()).view_as(block)
-                log_w[rows] = (word_logp * valid).sum(dim=2).masked_fill_(~valid.any(dim=2), float("-inf"))
+                word_logp = torch.gather(logp[index], 1, block.clamp_min(0).flatten(1).long()).view_as(block)
+                log_w[index] = (word_logp * valid).sum(dim=2).masked_fill_(~valid.any(dim=2), float("-inf"))
             self.chosen_ = sir_resample(prop.log_scores, log_w, self.generator_)
             rows = torch.arange(hyps.shape[0], device=hyps.device)
             self.outgoing_["proposer"] = NBest(
@@ -502,8 +522,9 @@ class HeadToHead(Node):
             out["proposer"] = weigh
         return out
 
-    def bag_of_words(self, nbest: NBest) -> Counts:
-        """Expected word counts per item under the normalised hypothesis scores (N, V)."""
+    def bag_of_words(self, nbest: NBest, blocks=None) -> Counts:
+        """Expected word counts per item under the normalised hypothesis scores (N, V);
+        ``blocks``: the hypotheses in blocks by length, if already made."""
         vocab = self.vocab_size if self.vocab_size is not None else int(nbest.hypotheses.max()) + 1
         if bool((nbest.hypotheses >= vocab).any()):
             raise MessageError(f"head-to-head {self.name!r}: a hypothesis uses word id "
@@ -514,13 +535,14 @@ class HeadToHead(Node):
             weights = torch.full(nbest.log_scores.shape, 1.0 / nbest.log_scores.shape[1],
                                  device=nbest.log_scores.device)
         hyps = nbest.hypotheses
-        n, b, length = hyps.shape
+        n, b = hyps.shape[:2]
         counts = torch.zeros(n, vocab, device=hyps.device, dtype=weights.dtype)
-        for rows in _row_blocks(n):  # a block of items at a time, as in update
-            block = hyps[rows]
+        for index, block in blocks if blocks is not None else _blocks_by_length(hyps):  # as in update
             valid = block >= 0
-            contrib = (weights[rows].unsqueeze(2) * valid).reshape(block.shape[0], b * length)
-            counts[rows].scatter_add_(1, block.clamp_min(0).reshape(block.shape[0], b * length).long(), contrib)
+            width = b * block.shape[2]
+            contrib = (weights[index].unsqueeze(2) * valid).reshape(block.shape[0], width)
+            counts[index] = counts[index].scatter_add_(1, block.clamp_min(0).reshape(block.shape[0], width).long(),
+                                                       contrib)
         return Counts(counts)
 
     def publish(self):
