@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from serket.connections import Observation
+from serket.datasets.folders import cache_dir
 from serket.graph import Graph
 from serket.messages import Sequences
-from serket.modules.asr import Recognizer
 from serket.modules.lda import LDA
+from serket.modules.phones import RECOGNIZERS, speech_recognizer
 from serket.training import AlternateTrainer
 
 __all__ = ["build_lda_asr", "run_lda_asr", "SCHEDULE"]
@@ -33,16 +34,23 @@ SCHEDULE = ["speech", "asr", "words", "lda", "words"]
 
 
 def build_lda_asr(sequences: Sequences, *, linked: bool = True, n_topics: int = 10, n_units: int = 64,
-                  seed: int = 0, device="cpu", asr: dict | None = None, lda: dict | None = None) -> Graph:
-    """The LDA+ASR graph over ``sequences`` (see :func:`serket.audio.features.speech_sequences`)."""
+                  seed: int = 0, device="cpu", asr: dict | None = None, lda: dict | None = None,
+                  recognizer: str = "units") -> Graph:
+    """The LDA+ASR graph over ``sequences``: feature frames
+    (:func:`serket.audio.features.speech_sequences`) for the ``"units"`` recogniser, waveforms
+    (:func:`serket.modules.phones.waveform_sequences`, ``asr={"rate": ...}``) for
+    ``"pocketsphinx"``."""
     graph = Graph(seed=seed, device=device)
     graph.add(Observation("speech", sequences))
-    graph.add(Recognizer("asr", n_units=n_units, dim=sequences.size, seed=seed, **(asr or {})))
-    graph.add(LDA("lda", n_topics=n_topics, vocab_sizes={"w": n_units}, seed=seed, **(lda or {})))
+    module, vocab = speech_recognizer("asr", recognizer, n_units=n_units, dim=sequences.size, seed=seed,
+                                      cache=cache_dir() / "phones", settings=asr)
+    graph.add(module)
+    graph.add(LDA("lda", n_topics=n_topics, vocab_sizes={"w": vocab}, seed=seed, **(lda or {})))
     graph.observe("speech", "asr.audio")
-    # the recogniser's paths are drawn from its posterior, so their plain average is the
-    # expected bag of units
-    graph.head_to_head("words", proposer="asr.w", weighter="lda.w", feedback=linked, bag_weights="uniform")
+    # the unit recogniser's paths are drawn from its posterior, so their plain average is the
+    # expected bag of units; the phone recogniser's are its most probable strings, weighed by score
+    graph.head_to_head("words", proposer="asr.w", weighter="lda.w", feedback=linked,
+                       bag_weights="uniform" if recognizer == "units" else "scores")
     graph.validate()
     return graph
 
@@ -74,6 +82,10 @@ def bench_parser():
     p.add_argument("--discriminant", type=nonnegative_int, default=20,
                    help="dimensions of the projection the recogniser relearns (0: off)")
     p.add_argument("--sweeps", type=positive_int, default=100, help="LDA Gibbs sweeps per round")
+    p.add_argument("--recognizer", choices=RECOGNIZERS, default="units",
+                   help="the recogniser: 'units' discovers acoustic units from the audio; 'pocketsphinx' is "
+                        "the pretrained US-English phone loop (pip install 'neuro-serket[phones]'), whose "
+                        "--n-best phone strings the LDA weighs and whose phone bigram is relearned")
     p.add_argument("--lda-chains", type=positive_int, default=4,
                    help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     add_speech_option(p)
@@ -96,14 +108,26 @@ def _split_speech(args):
 
 def _bench_data(args) -> dict:
     """The split utterances, each set's features normalised per speaker on that set alone:
-    nothing of the held-out audio reaches training."""
+    nothing of the held-out audio reaches training. For the phone recogniser: the waveforms."""
     from serket.audio.features import speech_sequences
+    from serket.modules.phones import waveform_sequences
 
     digits, held_out_digits = _split_speech(args)
+    if getattr(args, "recognizer", "units") == "pocketsphinx":
+        return {"digits": digits, "held_out_digits": held_out_digits,
+                "sequences": waveform_sequences(digits.waveforms, device=args.device),
+                "held_out_sequences": waveform_sequences(held_out_digits.waveforms, device=args.device)}
     return {"digits": digits, "held_out_digits": held_out_digits,
             "sequences": speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device),
             "held_out_sequences": speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
                                                    held_out_digits.speakers, device=args.device)}
+
+
+def _asr_settings(args, rate: int) -> dict:
+    """The recogniser's settings from the benchmark's options, for the chosen backend."""
+    if args.recognizer == "pocketsphinx":
+        return {"rate": rate, "n_best": args.n_best}
+    return {"n_best": args.n_best, "relearn_rate": args.relearn_rate, "discriminant": args.discriminant or None}
 
 
 def bench_run(args, config: str, seed: int, checkpoint_dir, draw: bool) -> dict:
@@ -120,10 +144,8 @@ def bench_run(args, config: str, seed: int, checkpoint_dir, draw: bool) -> dict:
     result = run_lda_asr(
         data["sequences"], digits.labels, rounds=args.rounds, linked=(config == "linked"), seed=seed,
         device=args.device, checkpoint_dir=checkpoint_dir, resume=not args.no_resume,
-        prefix=f"[{config} seed {seed}] ", n_units=args.units,
-        asr={"n_best": args.n_best, "relearn_rate": args.relearn_rate,
-             "discriminant": args.discriminant or None},
-        lda={"sweeps": args.sweeps, "chains": args.lda_chains},
+        prefix=f"[{config} seed {seed}] ", n_units=args.units, recognizer=args.recognizer,
+        asr=_asr_settings(args, digits.rate), lda={"sweeps": args.sweeps, "chains": args.lda_chains},
     )
     graph = result["graph"]
     held_out = held_out_figures(graph, {"both": {"speech": data["held_out_sequences"]}}, held_out_digits.labels,
@@ -148,7 +170,9 @@ def bench_main(argv=None) -> dict:
     digits, held_out_digits = _split_speech(args)
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     data_line = (f"data: {digits.source}, {len(digits)} utterances for training (takes {digits.test_takes} and above), "
-                 f"{len(set(digits.speakers))} speakers/voices — {kind}")
+                 f"{len(set(digits.speakers))} speakers/voices — {kind}; recogniser: " + (
+                     "pocketsphinx US-English phone loop (pretrained, 39 CMU phones, no words)"
+                     if args.recognizer == "pocketsphinx" else f"{args.units} acoustic units learned from the audio"))
     held_out_line = (f"the {len(held_out_digits)} utterances of takes 0-{digits.test_takes - 1}, never seen in "
                      f"training; each topic named by the digit it was matched to in training")
     title = "LDA+ASR on " + ("synthetic spoken digits" if digits.synthetic else "FSDD")

@@ -44,14 +44,15 @@ from __future__ import annotations
 import torch
 
 from serket.connections import Observation
+from serket.datasets.folders import cache_dir
 from serket.errors import ConfigError, DataError
 from serket.graph import Graph
 from serket.inference import DEFAULT_RESTARTS
 from serket.messages import Sequences
-from serket.modules.asr import Recognizer
 from serket.modules.gmm import GMM
 from serket.modules.lda import LDA
 from serket.modules.mixture import MixturePrior
+from serket.modules.phones import RECOGNIZERS, speech_recognizer
 from serket.modules.vae import VAE
 from serket.training import AlternateTrainer
 
@@ -72,12 +73,16 @@ def build_neuro_serket(images: torch.Tensor | None, sequences: Sequences | None,
                        configuration: str = "full", n_categories: int = 10, n_units: int = 64,
                        z_dim: int = 10, seed: int = 0, device="cpu", vae: dict | None = None,
                        gmm: dict | None = None, asr: dict | None = None, lda: dict | None = None,
-                       combiner: dict | None = None, mixture: str = "gibbs") -> Graph:
+                       combiner: dict | None = None, mixture: str = "gibbs", recognizer: str = "units") -> Graph:
     """The whole architecture over paired ``images`` (N, 784) and ``sequences`` (N utterances).
 
     ``mixture``: the image side's Gaussian mixture, ``"gibbs"`` (the Bayesian GMM, collapsed
     Gibbs) or ``"em"`` (:class:`~serket.modules.mixture.MixturePrior`: EM from the current fit
     and from fresh k-means++ starts each round, the likeliest kept).
+
+    ``recognizer``: the speech half's recogniser, ``"units"`` (acoustic units learned from
+    feature frames) or ``"pocketsphinx"`` (the pretrained phone loop; ``sequences`` are then
+    waveforms and ``asr`` carries their ``rate``), as in :func:`serket.graphs.lda_asr.build_lda_asr`.
 
     One half alone: pass ``images=None`` (the speech half: speech, asr, words, lda) or
     ``sequences=None`` (the image half: images, vae, gmm), with a configuration other than
@@ -108,12 +113,14 @@ def build_neuro_serket(images: torch.Tensor | None, sequences: Sequences | None,
         graph.head_to_tail(upper="gmm.x", lower="vae.z", feedback=link_images)
     if sequences is not None:
         graph.add(Observation("speech", sequences))
-        graph.add(Recognizer("asr", n_units=n_units, dim=sequences.size, seed=seed, **(asr or {})))
-        lda_module = graph.add(LDA("lda", n_topics=n_categories, vocab_sizes={"w": n_units}, seed=seed,
+        module, vocab = speech_recognizer("asr", recognizer, n_units=n_units, dim=sequences.size, seed=seed,
+                                          cache=cache_dir() / "phones", settings=asr)
+        graph.add(module)
+        lda_module = graph.add(LDA("lda", n_topics=n_categories, vocab_sizes={"w": vocab}, seed=seed,
                                    **(lda or {})))
         graph.observe("speech", "asr.audio")
         graph.head_to_head("words", proposer="asr.w", weighter="lda.w", feedback=link_speech,
-                           bag_weights="uniform")
+                           bag_weights="uniform" if recognizer == "units" else "scores")
         if images is None:
             # the speech half alone reads the LDA's category as the whole graph does, as a member
             # of the shared category (the topic that best explains the whole utterance), so that
@@ -171,6 +178,9 @@ def bench_parser():
     p.add_argument("--n-best", type=positive_int, default=50, help="recogniser hypotheses per utterance")
     p.add_argument("--discriminant", type=nonnegative_int, default=20,
                    help="recogniser's discriminant dimensions (0: off)")
+    p.add_argument("--recognizer", choices=RECOGNIZERS, default="units",
+                   help="the recogniser: 'units' discovers acoustic units from the audio; 'pocketsphinx' is "
+                        "the pretrained US-English phone loop (pip install 'neuro-serket[phones]')")
     p.add_argument("--lda-chains", type=positive_int, default=2,
                    help="LDA chains in the first round, the likeliest kept (collapsed log joint)")
     p.add_argument("--mixture", default="gibbs", choices=["gibbs", "em"],
@@ -202,24 +212,33 @@ PRESETS = {
 
 def _bench_data(args) -> dict:
     """What every run of the benchmark reads: the split speech, with each set's features
-    normalised per speaker on that set alone (nothing of the held-out audio reaches training)."""
+    normalised per speaker on that set alone (nothing of the held-out audio reaches training);
+    for the phone recogniser, the waveforms."""
     from serket.audio.features import speech_sequences
     from serket.datasets.spoken_digits import load_speech
+    from serket.modules.phones import waveform_sequences
 
     digits, held_out_digits = load_speech(args.speech, data_dir=args.data_dir).split()
+    if getattr(args, "recognizer", "units") == "pocketsphinx":
+        return {"digits": digits, "held_out_digits": held_out_digits,
+                "sequences": waveform_sequences(digits.waveforms, device=args.device),
+                "held_out_sequences": waveform_sequences(held_out_digits.waveforms, device=args.device)}
     return {"digits": digits, "held_out_digits": held_out_digits,
             "sequences": speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device),
             "held_out_sequences": speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
                                                    held_out_digits.speakers, device=args.device)}
 
 
-def _bench_settings(args) -> dict:
-    """The modules' settings (build_neuro_serket's keywords) from the benchmark's options."""
+def _bench_settings(args, rate: int = 8000) -> dict:
+    """The modules' settings (build_neuro_serket's keywords) from the benchmark's options;
+    ``rate``: the speech's sample rate (the phone recogniser's setting)."""
+    recognizer = getattr(args, "recognizer", "units")
     return dict(
-        n_units=args.units, mixture=args.mixture,
+        n_units=args.units, mixture=args.mixture, recognizer=recognizer,
         vae={"epochs": args.epochs, "first_epochs": args.first_epochs, "hidden": tuple(args.hidden)},
         gmm={"sweeps": args.gmm_sweeps} if args.mixture == "gibbs" else {},
-        asr={"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None},
+        asr=({"rate": rate, "n_best": args.n_best} if recognizer == "pocketsphinx" else
+             {"n_best": args.n_best, "relearn_rate": 1.0, "discriminant": args.discriminant or None}),
         lda={"sweeps": args.lda_sweeps, "tokens": 100, "chains": args.lda_chains},
         # the LDA applies its prior to each of its tokens: send it a root of the GMM's posterior
         combiner={"evidence_weight": {"lda": args.evidence_weight}, "prior_exponent": {"lda": args.lda_prior_exponent},
@@ -273,7 +292,7 @@ def bench_run(args, piece: str, seed: int, checkpoint_dir, draw: bool) -> dict:
     x, y = load_mnist_subset(per_class=args.per_class, seed=seed, data_dir=args.data_dir)
     images_idx, speech_idx = pair_by_digit(y, data["digits"].labels, seed=seed)
     images, utterances, labels = x[images_idx], sequences.index(speech_idx.to(sequences.device)), y[images_idx]
-    build = _bench_settings(args)
+    build = _bench_settings(args, data["digits"].rate)
     common = dict(rounds=args.rounds, seed=seed, device=args.device, resume=not args.no_resume,
                   checkpoint_dir=checkpoint_dir, **build)
     if piece == "full":
@@ -334,7 +353,9 @@ def bench_main(argv=None) -> dict:
     kind = "SYNTHETIC speech" if digits.synthetic else "real recordings"
     data_line = (f"data: images MNIST train ({info['source']}), speech {digits.source} — {kind}; "
                  f"{args.per_class} image-utterance pairs per digit for training, utterances of takes "
-                 f"{digits.test_takes} and above")
+                 f"{digits.test_takes} and above; recogniser: " + (
+                     "pocketsphinx US-English phone loop (pretrained, 39 CMU phones, no words)"
+                     if args.recognizer == "pocketsphinx" else f"{args.units} acoustic units learned from the audio"))
     held_out_line = (f"MNIST test images paired with the utterances of takes 0-{digits.test_takes - 1} "
                      f"({held_out_digits.labels.numel()} pairs), never seen in training; each category named by "
                      f"the digit it was matched to on the training pairs")
