@@ -38,7 +38,7 @@ def build_lda_asr(sequences: Sequences, *, linked: bool = True, n_topics: int = 
                   recognizer: str = "units") -> Graph:
     """The LDA+ASR graph over ``sequences``: feature frames
     (:func:`serket.audio.features.speech_sequences`) for the ``"units"`` recogniser, waveforms
-    (:func:`serket.modules.phones.waveform_sequences`, ``asr={"rate": ...}``) for
+    (:func:`serket.audio.features.waveform_sequences`, ``asr={"rate": ...}``) for
     ``"pocketsphinx"``."""
     graph = Graph(seed=seed, device=device)
     graph.add(Observation("speech", sequences))
@@ -107,20 +107,14 @@ def _split_speech(args):
 
 
 def _bench_data(args) -> dict:
-    """The split utterances, each set's features normalised per speaker on that set alone:
-    nothing of the held-out audio reaches training. For the phone recogniser: the waveforms."""
-    from serket.audio.features import speech_sequences
-    from serket.modules.phones import waveform_sequences
+    """What every run of the benchmark reads: the split utterances, each set as its recogniser
+    reads it, prepared on that set alone (nothing of the held-out audio reaches training)."""
+    from serket.audio.features import recogniser_inputs
 
     digits, held_out_digits = _split_speech(args)
-    if getattr(args, "recognizer", "units") == "pocketsphinx":
-        return {"digits": digits, "held_out_digits": held_out_digits,
-                "sequences": waveform_sequences(digits.waveforms, device=args.device),
-                "held_out_sequences": waveform_sequences(held_out_digits.waveforms, device=args.device)}
     return {"digits": digits, "held_out_digits": held_out_digits,
-            "sequences": speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device),
-            "held_out_sequences": speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
-                                                   held_out_digits.speakers, device=args.device)}
+            "sequences": recogniser_inputs(digits, args.recognizer, device=args.device),
+            "held_out_sequences": recogniser_inputs(held_out_digits, args.recognizer, device=args.device)}
 
 
 def _asr_settings(args, rate: int) -> dict:

@@ -211,22 +211,15 @@ PRESETS = {
 
 
 def _bench_data(args) -> dict:
-    """What every run of the benchmark reads: the split speech, with each set's features
-    normalised per speaker on that set alone (nothing of the held-out audio reaches training);
-    for the phone recogniser, the waveforms."""
-    from serket.audio.features import speech_sequences
+    """What every run of the benchmark reads: the split utterances, each set as its recogniser
+    reads it, prepared on that set alone (nothing of the held-out audio reaches training)."""
+    from serket.audio.features import recogniser_inputs
     from serket.datasets.spoken_digits import load_speech
-    from serket.modules.phones import waveform_sequences
 
     digits, held_out_digits = load_speech(args.speech, data_dir=args.data_dir).split()
-    if getattr(args, "recognizer", "units") == "pocketsphinx":
-        return {"digits": digits, "held_out_digits": held_out_digits,
-                "sequences": waveform_sequences(digits.waveforms, device=args.device),
-                "held_out_sequences": waveform_sequences(held_out_digits.waveforms, device=args.device)}
     return {"digits": digits, "held_out_digits": held_out_digits,
-            "sequences": speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=args.device),
-            "held_out_sequences": speech_sequences(held_out_digits.waveforms, held_out_digits.rate,
-                                                   held_out_digits.speakers, device=args.device)}
+            "sequences": recogniser_inputs(digits, args.recognizer, device=args.device),
+            "held_out_sequences": recogniser_inputs(held_out_digits, args.recognizer, device=args.device)}
 
 
 def _bench_settings(args, rate: int = 8000) -> dict:

@@ -43,7 +43,7 @@ bag towards them.
 
 Ports:
     ``audio`` (accepts ``sequences``, size 1): waveforms in [-1, 1] at ``rate`` Hz, padded, with
-    their lengths (:func:`waveform_sequences`).
+    their lengths (:func:`serket.audio.features.waveform_sequences`).
     ``w`` (sends ``nbest``, accepts ``nbest``, size ``len(PHONES)``): N-best phone strings out;
     the resampled string of each utterance (B = 1) in.
 """
@@ -65,7 +65,7 @@ from serket.module import Module, Port
 from serket.validation import check_int, check_items, check_real
 
 __all__ = ["PHONES", "RECOGNIZERS", "speech_recognizer", "PhoneRecognizer", "phone_bigram", "bigram_log_prob", "decode_phones",
-           "waveform_sequences", "edit_distance", "pocketsphinx_available"]
+           "edit_distance", "pocketsphinx_available"]
 
 # the 39 phones of the CMU dictionary, as the US-English acoustic model names them
 PHONES = ("AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
@@ -92,21 +92,6 @@ def _pocketsphinx():
         raise ConfigError("PhoneRecognizer needs pocketsphinx (>= 5), which is not installed: "
                           "pip install 'neuro-serket[phones]' (or pip install pocketsphinx)") from err
     return pocketsphinx
-
-
-def waveform_sequences(waveforms, device="cpu") -> Sequences:
-    """Waveforms (a list of 1-D float arrays or tensors in [-1, 1]) as a ``sequences`` message of
-    one value per frame: (N, T, 1) padded with zeros, and each one's length."""
-    waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in waveforms]
-    if not waves:
-        raise DataError("waveform_sequences: no waveforms")
-    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
-    if int(lengths.min()) < 1:
-        raise DataError("waveform_sequences: an empty waveform")
-    values = torch.zeros(len(waves), int(lengths.max()), 1)
-    for i, w in enumerate(waves):
-        values[i, : w.numel(), 0] = w
-    return Sequences(values.to(device), lengths.to(device))
 
 
 def edit_distance(a, b) -> int:

@@ -91,17 +91,25 @@ def toy_chain():
 @pytest.fixture
 def load_example():
     """Import a script from examples/ by file name, as a module (examples are not a package)."""
+    return lambda filename: load_script("examples", filename)
+
+
+@pytest.fixture
+def load_benchmark():
+    """Import a script from benchmarks/ by file name, as a module (not a package either)."""
+    return lambda filename: load_script("benchmarks", filename)
+
+
+def load_script(folder: str, filename: str):
+    """The script ``folder/filename`` of the repository, imported as a module."""
     import importlib.util
     from pathlib import Path
 
-    def load(filename):
-        path = Path(__file__).resolve().parents[1] / "examples" / filename
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
+    path = Path(__file__).resolve().parents[1] / folder / filename
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_configure(config):

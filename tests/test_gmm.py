@@ -444,23 +444,12 @@ def test_only_the_kept_starts_collapse_warnings_are_issued():
 
 
 # --- 7. the sweep's kernels (issue 14) -------------------------------------------------------------
-def _gibbs_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gmm_gibbs.py"
-    spec = importlib.util.spec_from_file_location("bench_gmm_gibbs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("with_prior", [False, True])
-def test_the_blocked_sweep_draws_the_reference_chain_with_few_kernels_and_no_host_sync(with_prior):
+def test_the_blocked_sweep_draws_the_reference_chain_with_few_kernels_and_no_host_sync(with_prior, load_benchmark):
     # On a GPU a sweep is latency-bound: each operator is a kernel launch, each .item() a wait.
     # The sweep was restructured for fewer kernels without changing its arithmetic: it draws the
     # same chain as the sweep before (benchmarks/bench_gmm_gibbs.py keeps it), to the bit.
-    bench = _gibbs_benchmark()
+    bench = load_benchmark("bench_gmm_gibbs.py")
     k, dim, block = 4, 3, 32
     data, _ = bench.synthetic_mixture(8 * block, dim, k, torch.Generator().manual_seed(0))
     prior = NormalWishart(torch.zeros(dim, dtype=torch.float64), 0.01, dim + 2.0,

@@ -10,8 +10,8 @@ import torch
 
 from serket.errors import ConfigError, DataError
 from serket.messages import NBest, Sequences
-from serket.modules.phones import (PHONES, PhoneRecognizer, bigram_log_prob, edit_distance, phone_bigram,
-                                   waveform_sequences)
+from serket.audio.features import waveform_sequences
+from serket.modules.phones import PHONES, PhoneRecognizer, bigram_log_prob, edit_distance, phone_bigram
 from serket.testing import check_module
 
 

@@ -1,6 +1,5 @@
 """benchmarks/scaling.py at tiny N: it measures, fits finite slopes and writes its table, plot and JSON."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,10 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
 
 @pytest.fixture(scope="module")
 def scaling():
-    spec = importlib.util.spec_from_file_location("scaling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+
+    return load_script("benchmarks", SCRIPT.name)
 
 
 def test_fitted_slopes_read_the_growth(scaling):

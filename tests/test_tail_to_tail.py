@@ -230,18 +230,7 @@ def test_merged_histories_join_metrics_and_add_seconds():
         merge_histories(a, a + a)
 
 
-def _two_view_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "two_view_tie.py"
-    spec = importlib.util.spec_from_file_location("two_view_tie", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_two_views_of_mnist_tied_with_the_combiners_defaults_find_the_digits():
+def test_two_views_of_mnist_tied_with_the_combiners_defaults_find_the_digits(load_benchmark):
     # top and bottom halves of 1,000 MNIST digits, each its own VAE -> GMM, tied by
     # graph.tail_to_tail("category", ["gmm_top.c", "gmm_bottom.c"]) with its defaults.
     # benchmarks/two_view_tie.py (same training) measured, seeds 0, 1, 2:
@@ -249,6 +238,6 @@ def test_two_views_of_mnist_tied_with_the_combiners_defaults_find_the_digits():
     #   separate    43.9 / 47.1, 37.4 / 51.2, 50.0 / 49.2: 43.8 +- 6.3 / 49.2 +- 2.1
     #   multiplied  46.8 / 58.8, 46.0 / 56.0, 56.7 / 50.1: 49.8 +- 6.0 / 55.0 +- 4.4 (restarts=None)
     # the suite runs seed 0 alone (about 40 s); the benchmark holds the three-seed mean
-    bench = _two_view_benchmark()
+    bench = load_benchmark("two_view_tie.py")
     accuracy = bench.run_two_view("tied", 0, **bench.DEFAULTS)
     assert accuracy["gmm_top"] >= 0.60 and accuracy["gmm_bottom"] >= 0.60, accuracy

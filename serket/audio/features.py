@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from serket.errors import ConfigError
+from serket.errors import ConfigError, DataError
 from serket.messages import Sequences
 
 from .frontend import FrontEnd, normalise_features, pooled_features, trim_silence
 
-__all__ = ["speech_sequences", "speech_vectors", "speech_features"]
+__all__ = ["speech_sequences", "speech_vectors", "speech_features", "waveform_sequences", "recogniser_inputs"]
 
 
 def speech_sequences(waveforms, sample_rate: int, speakers, *, n_mfcc: int = 13, trim: float = 0.5,
@@ -63,3 +63,30 @@ def speech_features(digits, kind: str = "mfcc", *, device="cpu") -> torch.Tensor
     trimmed, lengths = trim_silence(torch.cat([frames, energy], -1), lengths, channel=frames.shape[-1], threshold=0.5)
     normalised = normalise_features(trimmed[..., :-1], lengths, "speaker", list(digits.speakers))
     return speech_vectors(Sequences(normalised, lengths))
+
+
+def waveform_sequences(waveforms, device="cpu") -> Sequences:
+    """Waveforms (a list of 1-D float arrays or tensors in [-1, 1]) as a ``sequences`` message of
+    one value per frame: (N, T, 1) padded with zeros, and each one's length."""
+    waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in waveforms]
+    if not waves:
+        raise DataError("waveform_sequences: no waveforms")
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
+    if int(lengths.min()) < 1:
+        raise DataError("waveform_sequences: an empty waveform")
+    values = torch.zeros(len(waves), int(lengths.max()), 1)
+    for i, w in enumerate(waves):
+        values[i, : w.numel(), 0] = w
+    return Sequences(values.to(device), lengths.to(device))
+
+
+def recogniser_inputs(digits, recognizer: str = "units", *, device="cpu") -> Sequences:
+    """What a speech graph's recogniser reads of a set of spoken digits: for ``"units"``
+    (:class:`~serket.modules.asr.Recognizer`) MFCC frames normalised per speaker on this set
+    alone (:func:`speech_sequences`), so that nothing of another set reaches it; for
+    ``"pocketsphinx"`` (:class:`~serket.modules.phones.PhoneRecognizer`) the waveforms."""
+    if recognizer == "pocketsphinx":
+        return waveform_sequences(digits.waveforms, device=device)
+    if recognizer != "units":
+        raise ConfigError(f"unknown recognizer {recognizer!r}; use 'units' or 'pocketsphinx'")
+    return speech_sequences(digits.waveforms, digits.rate, digits.speakers, device=device)
