@@ -5,11 +5,9 @@ What is timed. The fully linked graph of :mod:`serket.graphs.neuro_serket` (VAE 
 images, recogniser <-> LDA on speech, the GMM's cluster and the LDA's topic joined by the
 tail-to-tail combiner) is built over N image-utterance pairs and trained alternately with its
 :data:`~serket.graphs.neuro_serket.SCHEDULE`, with the per-round settings of the default
-``serket bench neuro-serket`` run: VAE epochs 15 a round (hidden 512, 256), GMM 50 Gibbs sweeps,
-LDA 60 sweeps over 100 tokens a bag, 64 acoustic units, 50-best lists, a 20-dimensional
-discriminant, evidence weight 0.08, LDA prior exponent 0.01, 10 restarts of the joint category
-fit. Round 1 is a warm-up and is not timed: it holds the one-off work (the recogniser's k-means
-over all frames, the LDA's second chain, the VAE's first epochs). Round 2 is the timed round;
+``serket bench neuro-serket`` run, read from its parser (VAE epochs a round, GMM and LDA
+sweeps, acoustic units, N-best lists, the combiner's weights and restarts). Round 1 is a
+warm-up and is not timed: it holds the one-off work (the recogniser's k-means over all frames, the LDA's second chain, the VAE's first epochs). Round 2 is the timed round;
 its seconds per node are those the trainer records (:class:`~serket.training.AlternateTrainer`),
 summed where a node appears twice in the schedule (the head-to-head node ``words`` and the
 combiner ``category``). The one change from the benchmark: the VAE's first round runs
@@ -78,11 +76,13 @@ LINEAR_BAND = (0.85, 1.15)  # a fitted slope in this band counts as linear
 
 def default_settings() -> dict:
     """The per-round settings of ``serket bench neuro-serket`` (its defaults), first round shortened."""
-    from serket.inference import DEFAULT_RESTARTS
+    from serket.graphs.neuro_serket import bench_parser
 
-    return {"epochs": 15, "first_epochs": 15, "hidden": [512, 256], "gmm_sweeps": 50, "lda_sweeps": 60,
-            "lda_chains": 2, "tokens": 100, "units": 64, "n_best": 50, "discriminant": 20,
-            "evidence_weight": 0.08, "lda_prior_exponent": 0.01, "category_restarts": DEFAULT_RESTARTS,
+    bench = bench_parser().parse_args([])  # the benchmark's defaults, read where they are set
+    return {"epochs": bench.epochs, "first_epochs": 15, "hidden": list(bench.hidden), "gmm_sweeps": bench.gmm_sweeps,
+            "lda_sweeps": bench.lda_sweeps, "lda_chains": bench.lda_chains, "tokens": 100, "units": bench.units,
+            "n_best": bench.n_best, "discriminant": bench.discriminant, "evidence_weight": bench.evidence_weight,
+            "lda_prior_exponent": bench.lda_prior_exponent, "category_restarts": bench.category_restarts,
             "warmup_rounds": 1, "seed": 0, "speech_seed": 0, "clips_per_digit": None}
 
 
