@@ -23,7 +23,7 @@ from serket.errors import ConfigError
 from serket.module import resolve_device
 
 from .reporting import format_mean_sd, plot_rounds, write_json, write_text
-from .sweep import machine_cores
+from .sweep import MemoryWatch, Task, execute, machine_cores
 
 __all__ = ["run_benchmark", "benchmark_parser", "parse_benchmark_args", "BenchmarkParser", "peak_memory",
            "positive_int", "nonnegative_int", "restarts_int", "positive_float", "nonnegative_float",
@@ -262,8 +262,6 @@ def run_benchmark(*, title: str, data_line: str, configs: list[str], seeds: list
     ``nodes`` names the node (or nodes) whose categories are scored; ``published`` maps a
     configuration to the published accuracy (%), or to ``{node: accuracy}`` for several nodes.
     """
-    from .sweep import MemoryWatch, Task, execute
-
     nodes = [nodes] if isinstance(nodes, str) else list(nodes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
